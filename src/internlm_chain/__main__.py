@@ -1,0 +1,3 @@
+from internlm_chain.cli.app import main
+
+main()

@@ -1,0 +1,1 @@
+"""Jobs, artifacts, fingerprints, the manifest and the runner that ties stages together."""

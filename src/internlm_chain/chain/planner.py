@@ -1,0 +1,148 @@
+"""From a loaded chain to per-stage contexts and Jobs, without side effects (dry-run is this path)."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+from pydantic import ValidationError
+
+from internlm_chain import __version__
+from internlm_chain.chain.artifacts import Artifact
+from internlm_chain.chain.fingerprint import stage_fingerprint
+from internlm_chain.chain.job import Job
+from internlm_chain.config.interpolate import PLACEHOLDER, REFERENCE, is_reference
+from internlm_chain.config.loader import LoadedChain
+from internlm_chain.config.validate import problems_from_validation
+from internlm_chain.errors import ChainError, Problem
+from internlm_chain.stages import STAGE_ORDER
+from internlm_chain.stages.base import StageContext
+from internlm_chain.stages.registry import get_stage
+
+
+def detect_device() -> str:
+    """`cuda` when nvidia-smi lists a GPU, else `cpu`. Never imports torch."""
+    import subprocess
+
+    if not shutil.which("nvidia-smi"):
+        return "cpu"
+    try:
+        res = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return "cpu"
+    return "cuda" if res.returncode == 0 and "GPU" in res.stdout else "cpu"
+
+
+class Planner:
+    """Builds each stage's context: resolved settings, inputs from earlier stages, staging directory."""
+
+    def __init__(self, loaded: LoadedChain, artifacts: dict[str, Artifact] | None = None):
+        self.loaded = loaded
+        self.config = loaded.config
+        self.device = self.config.device if self.config.device != "auto" else detect_device()
+        # "stage.output" → artifact; real ones from the manifest, predicted ones while dry-running
+        self.artifacts: dict[str, Artifact] = dict(artifacts or {})
+
+    @property
+    def workdir(self) -> Path:
+        return self.loaded.workdir
+
+    def stage_dir(self, stage: str) -> Path:
+        return self.workdir / stage
+
+    def staging_dir(self, stage: str) -> Path:
+        return self.workdir / ".staging" / stage
+
+    def dependencies(self, stage: str) -> list[str]:
+        """Earlier enabled stages whose outputs this stage consumes (declared or referenced)."""
+        impl = get_stage(stage)
+        enabled = set(self.config.enabled_stages())
+        deps = {s for s in getattr(impl, "needs", ()) if s in enabled}
+        raw = self.loaded.doc.data.get("stages", {}).get(stage) or {}
+        for m in PLACEHOLDER.finditer(str(raw)):
+            if m.group(1) and (r := REFERENCE.match(m.group(1).strip())):
+                deps.add(r.group(1))
+        return [s for s in STAGE_ORDER if s in deps]
+
+    def _resolve_references(self, value, stage: str, problems: list[Problem], path: str):
+        if isinstance(value, dict):
+            return {k: self._resolve_references(v, stage, problems, f"{path}.{k}") for k, v in value.items()}
+        if isinstance(value, list):
+            return [self._resolve_references(v, stage, problems, f"{path}.{i}") for i, v in enumerate(value)]
+        if not isinstance(value, str) or "${" not in value:
+            return value
+
+        def sub(m):
+            expr = (m.group(1) or "").strip()
+            if not is_reference(expr):
+                return m.group(0)
+            src, out = REFERENCE.match(expr).groups()
+            art = self.artifacts.get(f"{src}.{out}")
+            if art is None:
+                problems.append(self.loaded.problem(
+                    path, f"needs `{src}.outputs.{out}`, which does not exist yet",
+                    f"run `ichain run {self.loaded.path.name} --only {src}` first"))
+                return m.group(0)
+            return art.path
+
+        return PLACEHOLDER.sub(sub, value)
+
+    def context(self, stage: str, out_dir: Path | None = None) -> StageContext:
+        """The stage's context with `${stages…}` references replaced by artifact paths."""
+        raw = (self.loaded.doc.data.get("stages") or {}).get(stage) or {}
+        problems: list[Problem] = []
+        resolved = self._resolve_references(raw, stage, problems, f"stages.{stage}")
+        if problems:
+            raise ChainError(problems)
+        settings_cls = type(getattr(self.config.stages, stage))
+        try:
+            settings = settings_cls.model_validate(resolved)
+        except ValidationError as exc:  # a reference resolved to something the field rejects
+            raise ChainError(problems_from_validation(exc, settings_cls, self.loaded.doc)) from None
+        ctx = StageContext(chain=self.loaded, stage=stage, device=self.device,
+                           out_dir=out_dir or self.staging_dir(stage),
+                           inputs={k: v for k, v in self.artifacts.items()
+                                   if k.split(".")[0] in self.dependencies(stage)})
+        ctx.resolved_settings = settings
+        return ctx
+
+    def validate_stage(self, stage: str) -> list[Problem]:
+        impl = get_stage(stage)
+        try:
+            ctx = self.context(stage)
+        except ChainError as exc:
+            # references to outputs that do not exist yet are fine at validation time
+            if all("does not exist yet" in p.message for p in exc.problems):
+                ctx = self._context_without_references(stage)
+            else:
+                return exc.problems
+        return impl.validate(ctx)
+
+    def _context_without_references(self, stage: str) -> StageContext:
+        ctx = StageContext(chain=self.loaded, stage=stage, device=self.device, out_dir=self.staging_dir(stage))
+        ctx.resolved_settings = getattr(self.config.stages, stage)
+        return ctx
+
+    def plan(self, stage: str) -> tuple[StageContext, list[Job]]:
+        impl = get_stage(stage)
+        ctx = self.context(stage)
+        problems = impl.validate(ctx)
+        if problems:
+            raise ChainError(problems)
+        return ctx, impl.plan(ctx)
+
+    def predicted_outputs(self, ctx: StageContext) -> dict[str, Artifact]:
+        impl = get_stage(ctx.stage)
+        predict = getattr(impl, "predict_outputs", None)
+        outputs = predict(ctx, self.stage_dir(ctx.stage)) if predict else {}
+        return {f"{ctx.stage}.{k}": v for k, v in outputs.items()}
+
+    def fingerprint(self, ctx: StageContext) -> str:
+        from internlm_chain.runtimes.resolve import lock_hash
+
+        impl = get_stage(ctx.stage)
+        settings = ctx.resolved_settings.model_dump(mode="json", exclude={"enabled", "launcher"})
+        chain_level = {"device": self.device, "model": self.config.model.model_dump(mode="json")}
+        inputs = {k: a.fingerprint or a.path for k, a in sorted(ctx.inputs.items())}
+        lock = lock_hash(self.loaded, ctx.stage, impl.runtime, self.device) if impl.runtime else ""
+        return stage_fingerprint(ctx.stage, {"stage": settings, "chain": chain_level}, inputs, lock, __version__)

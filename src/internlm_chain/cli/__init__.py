@@ -1,0 +1,1 @@
+"""The `ichain` command line: one small module per verb."""

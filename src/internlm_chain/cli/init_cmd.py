@@ -1,0 +1,35 @@
+"""`ichain init DIR`: copy a starter chain file into DIR."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+
+def init(
+    directory: Path = typer.Argument(..., help="Where to write the chain file."),
+    template: str = typer.Option("quickstart", "--template", "-t", help="Starter chain (see `--list`)."),
+    list_: bool = typer.Option(False, "--list", help="List the starter chains and exit."),
+) -> None:
+    """Write a starter chain file (from the shipped examples) into DIR; never overwrites."""
+    from internlm_chain.cli.output import info, out
+    from internlm_chain.starters import available_templates, template_text
+    from internlm_chain.errors import ChainError, Problem
+
+    names = available_templates()
+    if list_:
+        for name in names:
+            out.print(name, markup=False)
+        return
+    if template not in names:
+        raise ChainError(Problem(f"no starter chain named '{template}'", path="--template",
+                                 hint="choose one of: " + ", ".join(names)))
+    target = directory / f"{template}.yaml"
+    if target.exists():
+        raise ChainError(Problem(f"{target} already exists; not overwriting it", hint="pick another DIR"))
+    if directory.exists() and not directory.is_dir():
+        raise ChainError(Problem(f"{directory} is not a directory"))
+    directory.mkdir(parents=True, exist_ok=True)
+    target.write_text(template_text(template), encoding="utf-8")
+    info(f"wrote {target}; next: ichain config validate {target}")

@@ -1,0 +1,33 @@
+"""`ichain run FILE`: the whole chain (or a slice of it), skipping what is up to date."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from internlm_chain.cli.common import DryRunOpt, JsonOpt, SetOpt, ShowFilesOpt
+
+
+def run(
+    file: Path = typer.Argument(None, help="Chain file.", show_default=False),
+    config: Path = typer.Option(None, "-c", "--config", help="Chain file (same as the argument)."),
+    sets: list[str] = SetOpt,
+    from_: str = typer.Option(None, "--from", help="Start at this stage."),
+    to: str = typer.Option(None, "--to", help="Stop after this stage."),
+    only: str = typer.Option(None, "--only", help="Comma-separated stages to run."),
+    force: bool = typer.Option(False, "--force", help="Re-run selected stages even if up to date."),
+    dry_run: bool = DryRunOpt,
+    as_json: bool = JsonOpt,
+    show_files: bool = ShowFilesOpt,
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="Do not stream job output (logs still written)."),
+) -> None:
+    """Run the chain's stages in order; completed stages with unchanged inputs are skipped."""
+    from internlm_chain.chain.runner import run_chain
+    from internlm_chain.cli.common import require_config
+    from internlm_chain.config.loader import load_chain
+
+    loaded = load_chain(require_config(file or config, "run"), sets or [])
+    only_list = [s.strip() for s in only.split(",") if s.strip()] if only else None
+    run_chain(loaded, only=only_list, from_=from_, to=to, force=force, dry_run=dry_run, as_json=as_json,
+              show_files=show_files, quiet=quiet)

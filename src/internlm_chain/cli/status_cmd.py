@@ -1,0 +1,34 @@
+"""`ichain status FILE`: what the manifest says about each stage."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from internlm_chain.cli.common import JsonOpt, SetOpt
+
+
+def status(
+    file: Path = typer.Argument(..., help="Chain file."),
+    sets: list[str] = SetOpt,
+    as_json: bool = JsonOpt,
+) -> None:
+    """Per stage: done / stale / failed / running / interrupted / pending, with the log of a failure."""
+    from internlm_chain.chain.status import chain_status
+    from internlm_chain.cli.output import out, print_json
+    from internlm_chain.config.loader import load_chain
+
+    rows = chain_status(load_chain(file, sets or []))
+    if as_json:
+        print_json(rows)
+        return
+    from rich.table import Table
+
+    table = Table(title=f"status: {file}")
+    for col in ("stage", "state", "duration", "detail"):
+        table.add_column(col)
+    for row in rows:
+        dur = f"{row['duration_s']:.1f}s" if row.get("duration_s") is not None else ""
+        table.add_row(row["stage"], row["state"], dur, row.get("detail", ""))
+    out.print(table)

@@ -1,0 +1,1 @@
+"""The chain file: YAML → located raw data → validated pydantic models."""

@@ -1,0 +1,1 @@
+"""Per-stage locked runtimes: where upstream code is installed and how to call its Python."""
