@@ -1,0 +1,67 @@
+"""Shared fixtures: golden files, chain files in temp dirs, and stage runtimes for upstream tests."""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+GOLDEN = Path(__file__).parent / "golden"
+
+
+def pytest_addoption(parser):
+    parser.addoption("--update-golden", action="store_true", help="Rewrite tests/golden/ from current output.")
+
+
+class Golden:
+    """Compare text with tests/golden/<name>; `--update-golden` rewrites the file instead."""
+
+    def __init__(self, update: bool):
+        self.update = update
+
+    def check(self, name: str, text: str, replace: dict[str, str] | None = None) -> None:
+        for old, new in (replace or {}).items():
+            text = text.replace(old, new)
+        path = GOLDEN / name
+        if self.update:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(text, encoding="utf-8")
+            return
+        if not path.exists():
+            pytest.fail(f"golden file {path} is missing; run pytest --update-golden and review it")
+        expected = path.read_text(encoding="utf-8")
+        assert text == expected, f"output differs from {path} (review, then pytest --update-golden)"
+
+
+@pytest.fixture
+def golden(request) -> Golden:
+    return Golden(request.config.getoption("--update-golden"))
+
+
+@pytest.fixture
+def write_chain(tmp_path):
+    """Write a chain file (text) into a temp dir and return its path."""
+
+    def write(text: str, name: str = "chain.yaml") -> Path:
+        path = tmp_path / name
+        path.write_text(text, encoding="utf-8")
+        return path
+
+    return write
+
+
+def runtime_python(name: str) -> Path:
+    """The interpreter of a synced stage runtime (ICHAIN_RUNTIME_<NAME> overrides, for development)."""
+    override = os.environ.get("ICHAIN_RUNTIME_" + re.sub(r"[^A-Z0-9]", "_", name.upper()))
+    if override:
+        return Path(override)
+    from internlm_chain.runtimes.resolve import env_dir
+
+    python = env_dir(name) / "bin" / "python"
+    if not python.exists():
+        pytest.fail(f"runtime '{name}' is not synced ({python} missing): run `ichain env sync {name}` "
+                    "(scripts/test.sh does)")
+    return python
