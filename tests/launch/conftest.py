@@ -10,8 +10,6 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent))
 from slurm_cluster import LocalSlurm, why_unavailable  # noqa: E402
 
-FAKE = Path(__file__).parents[1] / "runner" / "fake_stages.py"
-
 
 @pytest.fixture(scope="session")
 def slurm(tmp_path_factory):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from conftest import ichain, manifest
+from runner_helpers import ichain, manifest
 
 ALL = ("data", "pretrain", "finetune", "eval", "deploy", "agent")
 
