@@ -206,7 +206,7 @@ def frequent_lines(line_files: list[str], row_files: list[str], offsets: np.ndar
     found = []
     for part in range(partitions):
         chunks = []
-        for s, (lf, rf) in enumerate(zip(line_files, row_files)):
+        for s, (lf, rf) in enumerate(zip(line_files, row_files, strict=False)):
             h = np.load(lf, mmap_mode="r")
             if not h.shape[0]:
                 continue

@@ -36,7 +36,7 @@ def top_char_ngram_frac(text: str, n: int = 4) -> float:
 def top_word_ngram_frac(words: list[str], n: int = 2) -> float:
     if len(words) < n * 4:
         return 0.0
-    grams = Counter(zip(*(words[i:] for i in range(n))))
+    grams = Counter(zip(*(words[i:] for i in range(n)), strict=False))
     gram, count = grams.most_common(1)[0]
     total = sum(len(w) for w in words)
     return count * sum(len(w) for w in gram) / max(total, 1)

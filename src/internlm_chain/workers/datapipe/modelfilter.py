@@ -25,7 +25,7 @@ class FastTextScorer:
 
     def score(self, text: str) -> float:
         labels, probs = self.model.predict(text[: self.max_chars].replace("\n", " "), k=self.k)
-        for lab, pr in zip(labels, probs):
+        for lab, pr in zip(labels, probs, strict=False):
             if lab == self.label:
                 return float(pr)
         return 0.0

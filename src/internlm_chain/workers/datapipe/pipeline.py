@@ -291,7 +291,7 @@ def decide(cfg: RunConfig, pass_no: int, shards: list[dict]) -> None:
             np.save(os.path.join(out_dir, "frequent.npy"), freq)
             info = {"frequent_lines": int(len(freq))}
             rows = [{} for _ in sids]
-        for sid, r in zip(sids, rows):
+        for sid, r in zip(sids, rows, strict=False):
             with open(os.path.join(out_dir, sid + ".json.tmp"), "w", encoding="utf-8") as fh:
                 json.dump({str(k): v for k, v in r.items()}, fh, ensure_ascii=False)
             os.replace(os.path.join(out_dir, sid + ".json.tmp"), os.path.join(out_dir, sid + ".json"))
@@ -339,7 +339,7 @@ def _dup_rows(roots, dropped, offsets, sids, work, pass_no, name):
 
     rows: list[dict] = [{} for _ in sids]
     label = "exact duplicate" if name == "dedup_exact" else "near duplicate"
-    for i, r, s, rs in zip(idx.tolist(), rep.tolist(), shard_of.tolist(), rep_shard.tolist()):
+    for i, r, s, rs in zip(idx.tolist(), rep.tolist(), shard_of.tolist(), rep_shard.tolist(), strict=False):
         rows[s][i - int(offsets[s])] = ["drop", label, id_of(rs, r - int(offsets[rs]))]
     return rows
 
@@ -358,19 +358,19 @@ def _outlier_rows(p, prefixes, offsets, dropped):
     for lang in all_langs:
         # a bounded, deterministic sample estimates the per-language median and MAD
         sample = np.concatenate([f[(np.asarray(ls) == lang) & ~dropped[offsets[s]:offsets[s + 1]]]
-                                 for s, (f, ls) in enumerate(zip(feats, langs)) if len(ls)] or
+                                 for s, (f, ls) in enumerate(zip(feats, langs, strict=False)) if len(ls)] or
                                 [np.zeros((0, 7), dtype=np.float32)])
         if len(sample) < p["min_docs"]:
             continue
         if len(sample) > p["sample"]:
             sample = sample[:: int(np.ceil(len(sample) / p["sample"]))]
         med, scale = robust_stats(sample)
-        for s, (f, ls) in enumerate(zip(feats, langs)):
+        for s, (f, ls) in enumerate(zip(feats, langs, strict=False)):
             if not len(ls):
                 continue
             sel = np.flatnonzero((np.asarray(ls) == lang) & ~dropped[offsets[s]:offsets[s + 1]])
             z = zscores(f[sel], med, scale)
-            for i, zi in zip(sel.tolist(), z.tolist()):
+            for i, zi in zip(sel.tolist(), z.tolist(), strict=False):
                 if zi > p["max_z"]:
                     rows[s][i] = ["drop", f"outlier: z={zi:.1f}"]
                 elif zi > p["review_z"]:

@@ -162,7 +162,7 @@ def tokenize_shard(cfg, shard) -> None:
 
     def flush():
         encs = tok.encode_batch([t for _, t in batch], add_special_tokens=False)
-        for (lang, _), enc in zip(batch, encs):
+        for (lang, _), enc in zip(batch, encs, strict=False):
             ids = ([bos] if bos is not None else []) + enc.ids + ([eos] if eos is not None else [])
             if lang not in writers:
                 safe = "".join(c for c in lang if c.isalnum() or c in "-_") or "other"
