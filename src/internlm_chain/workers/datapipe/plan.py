@@ -69,4 +69,6 @@ class RunConfig:
             data = json.load(fh)
         cfg = cls(**data)
         cfg.steps = resolve_steps(cfg.steps or None)
+        if cfg.workers <= 0:
+            cfg.workers = os.cpu_count() or 1
         return cfg
