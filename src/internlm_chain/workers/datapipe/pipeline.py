@@ -256,6 +256,9 @@ def _write_final(doc: dict, outs: dict, st: dict) -> None:
 def decide(cfg: RunConfig, pass_no: int, shards: list[dict]) -> None:
     work = cfg.work
     sids = [s["id"] for s in shards]
+    steps = cfg.segments[pass_no].global_steps
+    if all(os.path.exists(_marker(cfg, f"p{pass_no}", "decide-" + s["name"])) for s in steps):
+        return
     counts = []
     for sid in sids:
         with open(os.path.join(work, f"p{pass_no}", f"{sid}.ids.txt"), encoding="utf-8") as fh:
@@ -438,6 +441,8 @@ def finish(cfg: RunConfig, shards: list[dict], ex) -> None:
     from .report import write_report
 
     write_report(cfg, sids)
+    if cfg.keep_work:
+        return
     # the pass files are big and only needed to resume; markers stay so a re-run is a no-op
     for d in os.listdir(work):
         if d.startswith("p") and d[1:].isdigit() or d == "spill":

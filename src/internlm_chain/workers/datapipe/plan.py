@@ -54,6 +54,7 @@ class RunConfig:
     internevo_max_bytes: int = 1 << 30
     slurm: dict = field(default_factory=dict)
     ray: dict = field(default_factory=dict)
+    keep_work: bool = False  # keep the intermediate pass files after a successful run (debugging)
 
     @property
     def work(self) -> str:
