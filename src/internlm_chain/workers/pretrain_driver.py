@@ -20,16 +20,15 @@ the stage's collect reads it. stdlib + the runtime's packages only.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
-import re
 import socket
 import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import pretrain_rules  # noqa: E402  (our own stdlib module next to this file)
+import pretrain_rules  # noqa: E402  (our own modules next to this file)
+from pretrain_compat import cpu_smoke_patches, fix_bracketed_ipv4  # noqa: E402
 
 SMOKE = "[smoke mode: CPU, gloo, tiny model — proves the plumbing, not a real pre-training run]"
 
@@ -48,24 +47,6 @@ def parse_args(argv=None):
 
 # ---- fixes applied before InternEvo starts --------------------------------------------------------
 
-def fix_bracketed_ipv4() -> None:
-    """InternEvo builds `tcp://[{host}]:{port}`; Python >= 3.11.4 rejects brackets around anything but an
-    IPv6 address (`ValueError: An IPv4 address cannot be in brackets`). Unbracket non-IPv6 hosts."""
-    import torch.distributed as dist
-
-    original = dist.init_process_group
-    pattern = re.compile(r"^tcp://\[([^\]]+)\]:(\d+)$")
-
-    def init_process_group(*args, **kwargs):
-        method = kwargs.get("init_method")
-        m = pattern.match(method or "")
-        if m and ":" not in m.group(1):
-            kwargs["init_method"] = f"tcp://{m.group(1)}:{m.group(2)}"
-        return original(*args, **kwargs)
-
-    dist.init_process_group = init_process_group
-
-
 def single_process_defaults(port: int | None) -> None:
     """`--launcher torch` without torchrun: a world of one on this host."""
     if "RANK" in os.environ:
@@ -78,74 +59,6 @@ def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-class _NoopStream:
-    def __init__(self, *args, **kwargs):
-        pass
-
-    def synchronize(self):
-        pass
-
-    def wait_stream(self, *args):
-        pass
-
-    def wait_event(self, *args):
-        pass
-
-    def record_event(self, *args):
-        return _NoopEvent()
-
-
-class _NoopEvent(_NoopStream):
-    def record(self, *args):
-        pass
-
-    def query(self):
-        return True
-
-    def elapsed_time(self, other):
-        return 0.0
-
-
-def cpu_smoke_patches() -> None:
-    """Make InternEvo's CUDA accelerator usable on CPU: gloo, CPU RNG, no-op streams, events, memory."""
-    import torch
-    from internlm.accelerator import get_accelerator
-    from internlm.core.context import parallel_context
-
-    acc = get_accelerator()
-    acc._communication_backend_name = "gloo"
-    acc.get_rng_state = lambda device_index=None: torch.get_rng_state()
-    acc.set_rng_state = lambda state, device_index=None: torch.set_rng_state(state)
-    acc.manual_seed = lambda seed: torch.manual_seed(seed)
-    acc.manual_seed_all = lambda seed: torch.manual_seed(seed)
-    acc.synchronize = lambda device_index=None: None
-    acc.empty_cache = lambda: None
-    acc.set_device = lambda device_index: None
-    acc.current_stream = lambda device_index=None: _NoopStream()
-    acc.default_stream = lambda device_index=None: _NoopStream()
-    acc.stream = lambda stream: contextlib.nullcontext()
-    for name in ("memory_allocated", "max_memory_allocated", "memory_reserved", "max_memory_reserved",
-                 "memory_cached", "max_memory_cached"):
-        setattr(acc, name, lambda device_index=None: 0)
-    acc.reset_peak_memory_stats = lambda device_index=None: None
-    cls = type(acc)
-    cls.Stream = property(lambda self: _NoopStream)  # properties on the class: instance attributes lose
-    cls.Event = property(lambda self: _NoopEvent)
-
-    # set_seed asserts an accelerator is present before seeding the (here: CPU) RNG states
-    set_seed = parallel_context.ParallelContext.set_seed
-
-    def cpu_set_seed(self, seed, dpseed_with_tpoffset=False):
-        is_available = acc.is_available
-        acc.is_available = lambda: True
-        try:
-            return set_seed(self, seed, dpseed_with_tpoffset)
-        finally:
-            acc.is_available = is_available
-
-    parallel_context.ParallelContext.set_seed = cpu_set_seed
 
 
 # ---- checks before the (expensive) start ------------------------------------------------------------
@@ -186,6 +99,9 @@ def main(argv=None) -> int:
     if args.device == "cpu":
         print(SMOKE, flush=True)
         os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
+    # InternEvo's checkpoints pickle its own classes (ParallelMode, sampler state); torch >= 2.6 loads
+    # weights-only by default and refuses them. These are files this run wrote itself.
+    os.environ.setdefault("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD", "1")
     fix_bracketed_ipv4()
     if args.launcher == "torch":
         single_process_defaults(args.port)
@@ -193,8 +109,7 @@ def main(argv=None) -> int:
     if args.device == "cpu":
         cpu_smoke_patches()
 
-    import torch  # noqa: F401  (after the patches: InternEvo modules read the accelerator at import)
-    import internlm
+    import internlm  # after the patches: InternEvo modules read the accelerator at import
     from internlm.checkpoint import CheckpointManager
     from internlm.core.context import global_context as gpc
     from internlm.core.trainer import TrainState
