@@ -165,7 +165,7 @@ def main(argv=None) -> int:
             record = {"step": batch_count + 1, "loss": float(loss), "lr": optimizer.param_groups[0]["lr"],
                       "grad_norm": _grad_norm(grad_norms), "skipped": not success,
                       "tokens": int(batch[0]["input_ids"].numel()), "seconds": round(time.time() - t0, 3),
-                      "smoke": args.device == "cpu"}
+                      "smoke": args.device == "cpu", "pid": os.getpid()}
             metrics.write(json.dumps(record) + "\n")
             metrics.flush()
             print(f"step {record['step']}/{total_steps} loss {record['loss']:.4f} lr {record['lr']:.3g}",

@@ -306,7 +306,7 @@ class PretrainStage(Stage):
         step_dir = Path(r.ckpt_folder) / str(total)
         if not any(step_dir.glob("model_tp*_pp*.pt")):
             raise StageFailed(Problem(f"pretrain: no final checkpoint in {step_dir}", hint=f"log: {logs.get('train')}"))
-        ctx.metrics.update({"steps": total, "loss_first": losses[0], "loss_last": losses[-1],
+        ctx.metrics.update({"loss_last": losses[-1], "loss_first": losses[0], "steps": total,
                             "loss": {str(i): steps[i]["loss"] for i in sorted(steps)},
                             "tokens_per_step": steps[total].get("tokens"), "smoke_mode": ctx.device == "cpu"})
         if s.convert_to_hf:
