@@ -82,9 +82,19 @@ def preflight(args) -> None:
             fail(f"cannot read {path}: {exc}")
         if size > model["vocab_size"]:
             fail(f"the tokenizer has {size} tokens but model vocab_size is {model['vocab_size']}")
+    world = int(os.environ.get("WORLD_SIZE") or os.environ.get("SLURM_NPROCS") or 1)
+    findings = pretrain_rules.check(_plain(cfg), world)
+    if findings:
+        fail("; ".join(f"{key or 'config'}: {msg} (InternEvo rule — {rule})" for key, msg, rule in findings))
     folder = cfg.data.get("train_folder")
     if folder and not any(f.endswith(".bin") for _, _, files in os.walk(folder) for f in files):
         fail(f"no .bin files under {folder}")
+
+
+def _plain(value):
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    return value
 
 
 def fail(message: str) -> None:

@@ -127,7 +127,7 @@ def to_llama(sd: dict, model_cfg: dict) -> tuple[dict, dict]:
     out: dict = {}
     num_layers = 0
     for key, value in sd.items():
-        value = value.float().contiguous()
+        value = value.contiguous()  # cast once, when saving: a 7B model need not exist twice in fp32
         m = re.match(r"^layers\.(\d+)\.(.*)$", key)
         if not m:
             name = {"tok_embeddings.weight": "model.embed_tokens.weight", "norm.weight": "model.norm.weight",

@@ -1,8 +1,8 @@
 """The pretrain stage: InternEvo training through our driver, then conversion to an HF Llama model.
 
-Jobs: `validate` (InternEvo's loader + sanity rules, CPU) → `train` (distributed: torchrun, or srun
-with InternEvo's `--launcher slurm`) → `convert` (merge shards, HF Llama layout, InternEvo probe
-logits) → `verify` (transformers loads it; logits match).
+Jobs: `train` (distributed: torchrun, or srun with InternEvo's `--launcher slurm`) → `convert`
+(merge shards, HF Llama layout, InternEvo probe logits) → `verify` (transformers loads it; logits
+match). `ichain pretrain --validate` runs `validate_job` (InternEvo's loader + sanity rules, CPU).
 """
 
 from __future__ import annotations
@@ -230,7 +230,9 @@ class PretrainStage(Stage):
         launcher = self.launcher(ctx)
         smoke = ctx.device == "cpu"
         tok = self.tokenizer_dir(ctx)
-        jobs = [self.validate_job(ctx, cfg_path, text, out / "validate.json")]
+        # no separate validate job: the driver applies the same rules for the world it finds itself in
+        # (a Slurm allocation for a 10-second check would be waste); `--validate` runs validate_job
+        jobs: list[Job] = []
 
         from internlm_chain.launch.base import derived_port
 
