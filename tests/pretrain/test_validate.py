@@ -92,7 +92,7 @@ def test_vocab_must_cover_the_tokenizer(write_chain, tmp_path):
 
 
 def test_incomplete_shape_and_unknown_vocab(write_chain, tmp_path):
-    found = problems(write_chain, tmp_path, "model: {hidden_size: 64, num_layers: 2}")
+    found = problems(write_chain, tmp_path, "model: {preset: null, hidden_size: 64, num_layers: 2}")
     assert len(found) == 1 and "num_attention_heads, mlp_ratio missing" in found[0].message
     assert pretrain_rules.tokenizer_size({"model": {"vocab": {"a": 0, "b": 1}},
                                           "added_tokens": [{"id": 7, "content": "x"}]}) == 8

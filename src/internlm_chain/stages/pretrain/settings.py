@@ -24,8 +24,8 @@ PRESETS: dict[str, dict] = {
 
 class ModelShape(StrictModel):
     preset: Literal["internlm2-1.8b", "internlm2-7b", "internlm2-20b", "tiny"] | None = Field(
-        None, description="A known shape; fields set next to it override the preset's values. Without a "
-                          "preset, hidden_size, num_layers, num_attention_heads and mlp_ratio are required.")
+        "tiny", description="A known shape; fields set next to it override the preset's values. With "
+                            "`preset: null`, hidden_size, num_layers, num_attention_heads and mlp_ratio are required.")
     hidden_size: int | None = Field(None, ge=8)
     num_layers: int | None = Field(None, ge=1)
     num_attention_heads: int | None = Field(None, ge=1)
@@ -94,7 +94,8 @@ class DataSpec(StrictModel):
 class OptimizerSettings(StrictModel):
     lr: float = Field(1e-4, gt=0)
     weight_decay: float = Field(0.01, ge=0)
-    betas: tuple[float, float] = (0.9, 0.95)
+    betas: list[float] = Field(default_factory=lambda: [0.9, 0.95], min_length=2, max_length=2,
+                               description="AdamW (beta1, beta2).")
     eps: float = Field(1e-8, gt=0)
     clip_grad_norm: float = Field(1.0, ge=0)
 
