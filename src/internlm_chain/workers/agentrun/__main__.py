@@ -35,11 +35,23 @@ def _session(args, live: bool):
     return session
 
 
+def _failed_start(args, exc: AgentRunError, empty: dict) -> int:
+    """Under --errors-in-output the caller reads the failure from --out (exit 0); else the exit code says it."""
+    print(f"agentrun: error: {exc}", file=sys.stderr, flush=True)
+    if args.errors_in_output and args.out:
+        _write_json(args.out, {**empty, "error": str(exc)})
+        return 0
+    return exc.exit_code
+
+
 def cmd_run(args) -> int:
     from .runner import summarize
     from .transcript import render
 
-    session = _session(args, live=not args.json and not args.quiet)
+    try:
+        session = _session(args, live=not args.json and not args.quiet)
+    except AgentRunError as exc:
+        return _failed_start(args, exc, {"transcripts": [], "summary": {}})
     questions = list(args.question or []) or list(session.spec.get("questions") or [])
     if not questions:
         raise AgentRunError("no question: pass one, or set `questions` in the stage")
@@ -58,7 +70,7 @@ def cmd_run(args) -> int:
     errors = [t["error"] for t in transcripts if t["stop_reason"] == "error"]
     if errors:
         print(f"agentrun: error: {errors[0]}", file=sys.stderr)
-        return EXIT_LLM
+        return 0 if args.errors_in_output and args.out else EXIT_LLM
     return 0
 
 
@@ -91,7 +103,10 @@ def cmd_bench(args) -> int:
     except TaskError as exc:
         print(f"agentrun: error: {exc}", file=sys.stderr)
         return EXIT_CONFIG
-    session = _session(args, live=not args.json)
+    try:
+        session = _session(args, live=not args.json)
+    except AgentRunError as exc:
+        return _failed_start(args, exc, {"tasks": [], "metrics": {}})
     result = run_bench(session, tasks)
     if args.out:
         _write_json(args.out, result)
@@ -103,9 +118,9 @@ def cmd_bench(args) -> int:
         print(f"success {m['success_rate']:.0%} of {m['tasks']} tasks · tool-call validity {validity} · "
               f"mean steps {m['mean_steps']:.1f} · mean latency {m['mean_latency_s']:.2f}s")
     errors = [r["error"] for r in result["tasks"] if r["stop_reason"] == "error"]
-    if errors and len(errors) == len(result["tasks"]):
-        print(f"agentrun: error: {errors[0]}", file=sys.stderr)
-        return EXIT_LLM
+    if errors:
+        print(f"agentrun: error: {len(errors)} task(s) failed: {errors[0]}", file=sys.stderr)
+        return 0 if args.errors_in_output and args.out else EXIT_LLM
     return 0
 
 
@@ -181,6 +196,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out")
     p.add_argument("--json", action="store_true")
     p.add_argument("--quiet", action="store_true")
+    p.add_argument("--errors-in-output", action="store_true", help="record failures in --out and exit 0")
     p.set_defaults(fn=cmd_run)
     p = sub.add_parser("chat", help="interactive; keeps history")
     p.add_argument("--spec", required=True)
@@ -190,6 +206,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--tasks", required=True)
     p.add_argument("--out")
     p.add_argument("--json", action="store_true")
+    p.add_argument("--errors-in-output", action="store_true", help="record failures in --out and exit 0")
     p.set_defaults(fn=cmd_bench)
     p = sub.add_parser("tools", help="list or serve tools")
     tsub = p.add_subparsers(dest="tools_cmd", required=True)

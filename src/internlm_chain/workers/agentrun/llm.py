@@ -145,7 +145,7 @@ class OpenAIChat(BaseAPIModel):
         return [{"role": m["role"], "content": str(m.get("content", ""))} for m in converted]
 
     def _body(self, messages: list[dict], params: dict, stream: bool) -> dict:
-        body = {"model": self.served_name, "messages": messages, "max_tokens": params.get("max_new_tokens"),
+        body = {"model": self.served_name or None, "messages": messages, "max_tokens": params.get("max_new_tokens"),
                 "temperature": params.get("temperature"), "top_p": params.get("top_p"), "stream": stream}
         stop = [w for w in params.get("stop_words") or [] if w]
         if stop:

@@ -32,8 +32,6 @@ class Session:
         self.gen = dict(max_new_tokens=int(gen.get("max_new_tokens", 512)),
                         temperature=float(gen.get("temperature", 0.0)), top_p=float(gen.get("top_p", 1.0)),
                         stop_words=stop)
-        if not llm.get("url") and not llm.get("hf_model"):
-            raise SpecError("no LLM: set llm.url (an OpenAI-compatible endpoint) or llm.hf_model")
         self.plugins, self.interpreters = load_tools(
             spec.get("tools") or [], allow=list(spec.get("allow") or []),
             base_dir=Path(spec.get("base_dir") or "."), python_limits=dict(spec.get("python_tool") or {}),
@@ -43,6 +41,8 @@ class Session:
     def check(self) -> None:
         """Bounded-time reachability check of the endpoint, before any question runs."""
         llm = self.llm_spec
+        if not llm.get("url") and not llm.get("hf_model"):
+            raise SpecError("no LLM: set llm.url (an OpenAI-compatible endpoint) or llm.hf_model")
         if not llm.get("url"):
             return
         import os
