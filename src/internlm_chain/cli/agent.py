@@ -10,7 +10,15 @@ from pathlib import Path
 
 import typer
 
-from internlm_chain.cli.common import ConfigOpt, DryRunOpt, JsonOpt, QuietOpt, SetOpt, ShowFilesOpt, stage_verb
+from internlm_chain.cli.common import (
+    ConfigOpt,
+    DryRunOpt,
+    JsonOpt,
+    QuietOpt,
+    SetOpt,
+    ShowFilesOpt,
+    stage_verb,
+)
 
 app = typer.Typer(help="Run Lagent agents with AgentLego tools.", no_args_is_help=True)
 tools_app = typer.Typer(help="List the tools an agent can use, or serve them over HTTP.", no_args_is_help=True)
