@@ -2,13 +2,29 @@
 
 from __future__ import annotations
 
-from typing import Any, ClassVar, Literal
+from typing import ClassVar, Literal
 
 from pydantic import Field
 
 from internlm_chain.config.base import StageSettings, StrictModel
 
 AgentKind = Literal["react", "rewoo", "autogpt", "internlm2"]
+JSONScalar = str | int | float | bool | None
+JSONValue = JSONScalar | list[JSONScalar]
+# with no questions configured (the quickstart's `agent: {}`), the stage runs this smoke question
+DEFAULT_QUESTIONS = ["What is 12 * 34 + 5? Use the calculator."]
+
+
+class ToolEntry(StrictModel):
+    """A tool with constructor arguments, or (some) tools of a tool server."""
+
+    name: str | None = Field(None, description="Calculator, lagent:ArxivSearch, path/file.py:Class or python.")
+    args: dict[str, JSONValue] = Field(default_factory=dict, description="Constructor arguments.")
+    remote: str | None = Field(None, description="An AgentLego tool server URL (instead of `name`).")
+    names: list[str] = Field(default_factory=list, description="With `remote`: only these tools (default: all).")
+
+    def as_entry(self) -> dict:
+        return self.model_dump(exclude_defaults=True)
 
 
 class AgentLLMSettings(StrictModel):
@@ -28,7 +44,7 @@ class AgentLLMSettings(StrictModel):
     hf_model: str | None = Field(
         None, description="A local Hugging Face model directory, loaded in-process through Lagent's HF wrapper "
                           "(needs torch and transformers in the agent runtime).")
-    extra_body: dict[str, Any] = Field(
+    extra_body: dict[str, JSONValue] = Field(
         default_factory=dict, description="Extra fields merged into each chat request (server-specific options).")
 
 
@@ -56,8 +72,8 @@ class AgentSettings(StageSettings):
     max_turns: int = Field(4, ge=1, le=100, description="Most model turns per question (ReWOO: planner attempts).")
     request_timeout_s: float = Field(60.0, gt=0, le=3600, description="Timeout of each model request.")
     retries: int = Field(2, ge=0, le=10, description="Extra attempts after a connection error or a 5xx/429 reply.")
-    tools: list[str | dict[str, Any]] = Field(
-        default_factory=list,
+    tools: list[str | ToolEntry] = Field(
+        default_factory=lambda: ["Calculator"],
         description="AgentLego built-ins by name (Calculator), Lagent actions (lagent:ArxivSearch), user tools "
                     "(tools/weather.py:Weather), a tool server URL (http://127.0.0.1:16180), `python`; or "
                     "{name: …, args: {…}} / {remote: URL, names: […]}.")
@@ -65,6 +81,8 @@ class AgentSettings(StageSettings):
         default_factory=list, description="Opt-in for tools that run code or use the network: tool names, or the "
                                           "kinds `code` and `network` (e.g. [python]).")
     python_tool: PythonToolSettings = Field(default_factory=PythonToolSettings)
-    questions: list[str] = Field(default_factory=list, description="Questions the stage answers (transcript).")
+    questions: list[str] = Field(default_factory=lambda: list(DEFAULT_QUESTIONS),
+                                 description="Questions the stage answers (its transcript); [] with `bench` to only "
+                                             "benchmark.")
     bench: str | None = Field(
         None, description="TASKS.jsonl to benchmark the agent on: {question, answer | check: {contains|regex|python}}.")

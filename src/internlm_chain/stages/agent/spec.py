@@ -91,7 +91,7 @@ def check(s: AgentSettings, problem: ProblemFn, *, base_dir: Path, endpoint: Art
 def check_tools(s: AgentSettings, problem: ProblemFn, *, base_dir: Path, python: list[str] | None) -> list[Problem]:
     out: list[Problem] = []
     named: list[tuple[int, dict]] = []
-    for i, entry in enumerate(s.tools):
+    for i, entry in enumerate(tool_entries(s)):
         field = f"tools.{i}"
         try:
             spec = toolspec.parse_tool(entry)
@@ -145,6 +145,11 @@ def tool_catalogue(python: tuple[str, ...]) -> list[dict] | None:
         return None
 
 
+def tool_entries(s: AgentSettings) -> list:
+    """Tool entries as the worker reads them: strings and plain mappings."""
+    return [t if isinstance(t, str) else t.as_entry() for t in s.tools]
+
+
 def _abs_tool(entry, base_dir: Path):
     """User-file tools with absolute paths, so the job runs the same from any directory."""
     if isinstance(entry, dict):
@@ -169,7 +174,7 @@ def build_spec(s: AgentSettings, choice: LLMChoice, base_dir: Path) -> dict:
         "max_turns": s.max_turns,
         "llm": {k: v for k, v in llm.items() if v not in (None, {})},
         "generation": s.generation.model_dump(mode="json"),
-        "tools": [_abs_tool(t, base_dir) for t in s.tools],
+        "tools": [_abs_tool(t, base_dir) for t in tool_entries(s)],
         "allow": list(s.allow),
         "python_tool": s.python_tool.model_dump(mode="json"),
         "questions": list(s.questions),
