@@ -11,7 +11,7 @@ import time
 from typing import Any
 
 from .errors import SpecError
-from .llm import cut_at_stop
+from .urls import cut_at_stop
 
 
 def load_hf_model(path: str, *, meta_template: Any, recorder: Any, max_new_tokens: int, temperature: float,

@@ -22,6 +22,7 @@ from lagent.llms.base_api import BaseAPIModel
 from lagent.schema import ModelStatusCode
 
 from .errors import LLMError
+from .urls import chat_url, cut_at_stop, models_url
 
 API_ROLES = [
     dict(role="system", api_role="system"),
@@ -31,31 +32,6 @@ API_ROLES = [
     dict(role="environment", api_role="system"),
 ]
 RETRYABLE_STATUS = {408, 409, 425, 429, 500, 502, 503, 504}
-
-
-def chat_url(url: str) -> str:
-    """`http://h:p`, `http://h:p/v1` or the full `…/chat/completions` URL → the full URL."""
-    url = url.rstrip("/")
-    if url.endswith("/chat/completions"):
-        return url
-    if url.endswith("/v1"):
-        return url + "/chat/completions"
-    return url + "/v1/chat/completions"
-
-
-def models_url(url: str) -> str:
-    return chat_url(url)[: -len("/chat/completions")] + "/models"
-
-
-def cut_at_stop(text: str, stop_words: list[str] | None) -> tuple[str, bool]:
-    """The text before the first stop word (and whether one was found)."""
-    cut = len(text)
-    for word in stop_words or []:
-        if word:
-            i = text.find(word)
-            if i != -1:
-                cut = min(cut, i)
-    return text[:cut], cut < len(text)
 
 
 def _reason(exc: BaseException) -> str:
