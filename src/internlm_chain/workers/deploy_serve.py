@@ -67,6 +67,7 @@ def http_get(url: str, key: str | None, timeout: float = 5.0) -> tuple[int, byte
 
 def port_free(host: str, port: int) -> bool:
     with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # TIME_WAIT leftovers do not count
         try:
             s.bind((host, port))
         except OSError:
