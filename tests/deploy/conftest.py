@@ -15,9 +15,3 @@ def fake_model(tmp_path) -> Path:
     d.mkdir()
     (d / "config.json").write_text(json.dumps({"model_type": "llama"}), encoding="utf-8")
     return d
-
-
-def chain_text(model: Path | str, workdir: Path, device: str = "cpu", deploy: str = "", extra: str = "") -> str:
-    body = "\n".join("    " + line for line in deploy.strip().splitlines())
-    return (f"name: t\nworkdir: {workdir}\ndevice: {device}\nmodel:\n  path: {model}\n{extra}"
-            f"stages:\n  deploy:\n{body or '    {}'}\n".replace("deploy:\n    {}", "deploy: {}"))

@@ -10,11 +10,11 @@ import json
 from pathlib import Path
 
 import pytest
+from tests.deploy.chains import chain_text
 
 from internlm_chain.chain.planner import Planner
 from internlm_chain.config.loader import load_chain
 from internlm_chain.stages.registry import get_stage
-from tests.deploy.conftest import chain_text
 
 CASES = {
     "7b_turbomind_tp1": "backend: turbomind\nserved_name: internlm2-chat-7b\nsession_len: 8192",

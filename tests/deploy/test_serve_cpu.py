@@ -11,10 +11,10 @@ import sys
 from pathlib import Path
 
 import pytest
+from tests.conftest import REPO, runtime_python
+from tests.deploy.chains import chain_text
 
 from internlm_chain.stages.deploy import client, service
-from tests.conftest import REPO, runtime_python
-from tests.deploy.conftest import chain_text
 
 pytestmark = pytest.mark.upstream
 

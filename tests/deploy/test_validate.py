@@ -6,7 +6,7 @@ import socket
 import subprocess
 import sys
 
-from tests.deploy.conftest import chain_text
+from tests.deploy.chains import chain_text
 
 
 def ichain(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
