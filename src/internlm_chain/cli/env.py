@@ -298,9 +298,7 @@ def doctor(
         for g in machine.gpus:
             out.print(f"    GPU {g['index']}: {g['name']} ({g['memory']})", markup=False)
     if not ok:
-        bad = [r.runtime for r in reports if not r.ok] + ([] if machine.ok else ["machine"])
-        if not as_json:
-            from internlm_chain.cli.output import err
+        from internlm_chain.errors import ChainError, Problem
 
-            err.print(f"[bold red]error:[/] problems found in: {', '.join(bad)}")
-        raise typer.Exit(1)
+        bad = [r.runtime for r in reports if not r.ok] + ([] if machine.ok else ["machine"])
+        raise ChainError(Problem(f"problems found in: {', '.join(bad)}"), exit_code=1)
