@@ -114,6 +114,8 @@ def sync(
     force: bool = typer.Option(False, "--force", help="Rebuild even when the env matches its lock."),
     python: str = typer.Option(None, "--python", help="Interpreter (or version) for new envs. Default: the one "
                                "running ichain when it is 3.10–3.12, else 3.11."),
+    missing_ok: bool = typer.Option(False, "--missing-ok", help="Skip named runtimes that have no lock "
+                                    "(instead of failing), e.g. for a test script's fixed list."),
     config: Path = ConfigOpt,
     sets: list[str] = SetOpt,
 ) -> None:
@@ -126,6 +128,8 @@ def sync(
     loaded = _load(config, sets)
     targets = _targets(runtimes, _check_variant(variant), loaded)
     cache = _cache(loaded)
+    if not targets:
+        err.print("nothing to sync: no runtime is named, needed by the chain, or shipped with a lock", markup=False)
     failures: list[Problem] = []
     for t in targets:
         label = f"{t.runtime} ({t.variant})"
@@ -133,7 +137,7 @@ def sync(
             err.print(f"{label}: uses {t.kind} {t.where} — nothing to sync", markup=False)
             continue
         if lock_path(t.runtime, t.variant) is None:
-            if t.explicit:
+            if t.explicit and not missing_ok:
                 failures.append(Problem(f"no lock is shipped for runtime '{t.runtime}' ({t.variant})",
                                         hint=_lock_hint(t.runtime)))
             else:
