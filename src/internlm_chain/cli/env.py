@@ -47,7 +47,7 @@ def _check_variant(variant: str | None) -> str | None:
 
 @functools.lru_cache(maxsize=1)
 def _machine_variant() -> str:
-    from internlm_chain.chain.planner import detect_device
+    from internlm_chain.runtimes.machine import detect_device
 
     return detect_device()
 

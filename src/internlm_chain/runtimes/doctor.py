@@ -199,24 +199,13 @@ class MachineReport:
 
 
 def check_machine(cache: Path, want_cuda: bool) -> MachineReport:
+    from internlm_chain.runtimes.machine import query_gpus
+
     report = MachineReport(cache=str(cache))
-    smi = shutil.which("nvidia-smi")
-    if smi:
-        try:
-            q = subprocess.run([smi, "--query-gpu=index,name,memory.total,driver_version",
-                                "--format=csv,noheader"], capture_output=True, text=True, timeout=20)
-            for row in q.stdout.strip().splitlines():
-                parts = [p.strip() for p in row.split(",")]
-                if len(parts) == 4:
-                    report.gpus.append({"index": parts[0], "name": parts[1], "memory": parts[2]})
-                    report.driver = parts[3]
-            m = re.search(r"CUDA Version:\s*([\d.]+)",
-                          subprocess.run([smi], capture_output=True, text=True, timeout=20).stdout)
-            report.cuda = m.group(1) if m else None
-            if q.returncode != 0:
-                report.findings.append(Finding("warn", f"nvidia-smi failed: {(q.stderr or q.stdout).strip()[:200]}"))
-        except (OSError, subprocess.SubprocessError) as exc:
-            report.findings.append(Finding("warn", f"nvidia-smi did not answer: {exc}"))
+    found = query_gpus()
+    report.gpus, report.driver, report.cuda = found.gpus, found.driver, found.cuda
+    if found.error:
+        report.findings.append(Finding("warn", f"nvidia-smi failed: {found.error}"))
     if report.gpus:
         report.findings.append(Finding("ok", f"{len(report.gpus)} GPU(s), driver {report.driver}, "
                                              f"CUDA {report.cuda or '?'}"))

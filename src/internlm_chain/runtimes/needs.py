@@ -5,9 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from internlm_chain.config.base import RuntimeSpec
-
 if TYPE_CHECKING:
+    from internlm_chain.config.base import RuntimeSpec
     from internlm_chain.config.loader import LoadedChain
 
 # Used when a stage's implementation does not say (or has not landed yet). Deploy serves with
@@ -56,7 +55,7 @@ class StageRuntime:
 def chain_device(loaded: LoadedChain) -> str:
     if loaded.config.device != "auto":
         return loaded.config.device
-    from internlm_chain.chain.planner import detect_device
+    from internlm_chain.runtimes.machine import detect_device
 
     return detect_device()
 

@@ -6,9 +6,8 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from internlm_chain.config.base import RuntimeSpec
-
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # pydantic stays unimported on the `ichain env` paths that need no chain file
+    from internlm_chain.config.base import RuntimeSpec
     from internlm_chain.config.loader import LoadedChain
 
 
