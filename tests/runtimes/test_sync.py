@@ -13,6 +13,7 @@ import pytest
 
 from internlm_chain.runtimes.locks import lock_digest
 from internlm_chain.runtimes.state import MARKER
+from internlm_chain.runtimes.sync import failing_package
 
 from .conftest import TINY_LOCK
 
@@ -109,13 +110,26 @@ def test_killed_sync_never_looks_synced(cli):
     assert _leftovers(cli) == []  # the next sync cleared the killed one's folder
 
 
+def test_failing_package_is_found_in_uv_messages():
+    known = {"torch", "six", "flash-attn"}
+    assert failing_package(["error: Failed to download `torch==2.14.1`", "  Caused by: timeout"], known) == "torch"
+    assert failing_package(["  × Failed to build `flash-attn==2.7.4`", "  ╰─▶ nvcc not found"], known) == "flash-attn"
+    assert failing_package(["  cause: Because six was not found in the package registry and you require "
+                            "six==1.0, we can conclude ..."], known) == "six"
+    assert failing_package(["error: disk full"], known) is None
+
+
 def test_missing_lock_is_a_clear_error(cli):
     cli.lock("gpuonly-cuda.txt", "six==1.16.0\n")
     res = cli("env", "sync", "gpuonly", "--variant", "cpu")
     assert res.returncode == 1
     assert "no lock is shipped for runtime 'gpuonly' (cpu)" in res.stderr and "--variant" in res.stderr
-    res = cli("env", "sync", "--variant", "cpu")  # all: runtimes without a lock for this variant are skipped
-    assert res.returncode == 0 and "gpuonly (cpu): skipped" in res.stderr
+    cli.lock("tiny-cpu.txt", TINY_LOCK)
+    res = cli("env", "sync", "--variant", "cpu")  # all: runtimes without a lock for this variant are left out
+    assert res.returncode == 0, res.stderr
+    assert (cli.cache / "envs" / "tiny").is_dir() and not (cli.cache / "envs" / "gpuonly").exists()
+    listed = {r["runtime"]: r for r in cli.json("env", "list")["runtimes"]}
+    assert listed["gpuonly"]["variant"] == "cuda" and listed["gpuonly"]["synced"] is False
     res = cli("env", "sync", "gpuonly", "--variant", "cpu", "--missing-ok")  # scripts/test.sh's fixed list
     assert res.returncode == 0 and "gpuonly (cpu): skipped" in res.stderr
 

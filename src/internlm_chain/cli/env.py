@@ -52,7 +52,8 @@ def _machine_variant() -> str:
     return detect_device()
 
 
-def _targets(runtimes: list[str] | None, variant: str | None, loaded, *, synced_variant: bool = False) -> list[Target]:
+def _targets(runtimes: list[str] | None, variant: str | None, loaded, *, synced_variant: bool = False,
+             every_variant: bool = False) -> list[Target]:
     """What to act on: named runtimes, else the chain's, else every runtime with a lock (or an env).
 
     Without --variant or a chain, `synced_variant` (list, doctor) looks at the variant an env was synced
@@ -77,10 +78,20 @@ def _targets(runtimes: list[str] | None, variant: str | None, loaded, *, synced_
         return picked + [plain(n, True) for n in dict.fromkeys(runtimes) if n not in {t.runtime for t in chain}]
     if runtimes:
         return [plain(n, True) for n in dict.fromkeys(runtimes)]
-    names = list(shipped())
-    if root.is_dir():
-        names += [p.name for p in sorted(root.iterdir()) if p.is_dir() and not p.name.startswith(".")]
-    return [plain(n, False) for n in dict.fromkeys(names)]
+    from internlm_chain.runtimes.locks import lock_path
+
+    locks = shipped()
+    existing = [p.name for p in sorted(root.iterdir()) if p.is_dir() and not p.name.startswith(".")] \
+        if root.is_dir() else []
+    out = []
+    for name in dict.fromkeys([*locks, *existing]):
+        t = plain(name, False)
+        if lock_path(name, t.variant) is None and name not in existing:
+            if not every_variant:
+                continue  # e.g. lmdeploy (CUDA only) on a CPU machine: not part of "all" here
+            t.variant = sorted(locks[name])[0]
+        out.append(t)
+    return out
 
 
 def _chain_targets(loaded, variant: str | None) -> list[Target]:
@@ -218,7 +229,7 @@ def list_(
     loaded = _load(config, sets)
     cache = _cache(loaded)
     rows = []
-    for t in _targets(None, _check_variant(variant), loaded, synced_variant=True):
+    for t in _targets(None, _check_variant(variant), loaded, synced_variant=True, every_variant=True):
         if t.kind != "env":
             rows.append({"runtime": t.runtime, "variant": t.variant, "kind": t.kind, "path": t.where,
                          "engine": t.engine or None, "synced": None, "lock_hash": None, "size_bytes": None,
