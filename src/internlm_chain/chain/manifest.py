@@ -25,6 +25,7 @@ class StageRecord(BaseModel):
     outputs: dict[str, AnyArtifact] = Field(default_factory=dict)
     metrics: dict[str, Any] = Field(default_factory=dict)
     logs: list[str] = Field(default_factory=list)
+    slurm_jobs: list[str] = Field(default_factory=list, description="Slurm job ids, in submission order.")
     error: str | None = None
 
 

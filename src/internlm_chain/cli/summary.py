@@ -12,7 +12,7 @@ def _key_metric(metrics: dict) -> str:
     return ""
 
 
-def print_summary(outcomes, workdir: Path, as_json: bool = False) -> None:
+def print_summary(outcomes, workdir: Path, as_json: bool = False, chain_file: str = "FILE") -> None:
     from rich.table import Table
 
     from internlm_chain.cli.output import out, print_json
@@ -34,4 +34,8 @@ def print_summary(outcomes, workdir: Path, as_json: bool = False) -> None:
     out.print(table)
     if outcomes and all(o.status == "up to date" for o in outcomes):
         out.print("Nothing to do: every stage is up to date.")
+    for o in outcomes:
+        if o.status == "submitted":
+            out.print(f"{o.stage} is submitted to Slurm: `ichain status {chain_file}` shows its jobs; "
+                      f"`ichain run {chain_file}` collects it once they have finished.", markup=False)
     out.print(f"manifest: {workdir / 'manifest.json'}", markup=False)
