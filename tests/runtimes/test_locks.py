@@ -93,7 +93,6 @@ def test_shipped_lock_is_exact_and_explains_itself(runtime, variant, path):
     assert lock.problems == []
     assert len(lock.pins) >= 1
     assert sum(1 for line in lock.header if line) >= 3, f"{path.name}: the header must say why its pins exist"
-    if runtime != "data" or lock.imports:
-        assert lock.imports, f"{path.name}: no import probe for doctor"
+    assert lock.imports, f"{path.name}: no import probe for doctor"
     for key in lock.keys:
         assert key in lock.pins

