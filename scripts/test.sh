@@ -14,6 +14,13 @@ if ! command -v slurmctld >/dev/null 2>&1 || ! command -v slurmd >/dev/null 2>&1
   fi
 fi
 
+# Debian's Chromium renders `ichain report` pages in tests/unit/test_report.py (best effort too).
+if ! command -v chromium >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
+  echo "== apt-get install chromium (for the report test)"
+  { apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium; } >/dev/null 2>&1 \
+    || echo "note: could not install chromium; the report rendering test will skip" >&2
+fi
+
 echo "== ruff"
 ruff check src tests scripts
 
