@@ -16,7 +16,7 @@ def test_version(capsys):
 
 
 def test_validate_ok_and_json(capsys, write_chain):
-    path = write_chain("name: demo\nstages:\n  data: {inputs: []}\n")
+    path = write_chain("name: demo\nstages:\n  data: {demo_corpus: 10}\n")
     r = run_cli(capsys, "config", "validate", path)
     assert r.code == 0 and "valid (stages: data)" in r.err
     r = run_cli(capsys, "config", "validate", path, "--json")

@@ -33,7 +33,7 @@ def test_json_has_same_content():
 
 
 def test_chain_dry_run_golden(capsys, write_chain, golden, tmp_path):
-    path = write_chain("name: demo\ndevice: cpu\nstages:\n  data: {inputs: []}\n  eval: {enabled: false}\n")
+    path = write_chain("name: demo\ndevice: cpu\nstages:\n  data: {demo_corpus: 10}\n  eval: {enabled: false}\n")
     r = run_cli(capsys, "run", path, "--dry-run", "--json")
     assert r.code == 0, r.err
     stages = [(s["stage"], s["status"]) for s in json.loads(r.out)]

@@ -45,7 +45,9 @@ def _register() -> None:
         eval_cmd,
         finetune,
         init_cmd,
+        plan_cmd,
         pretrain,
+        report_cmd,
         run_cmd,
         status_cmd,
     )
@@ -55,6 +57,8 @@ def _register() -> None:
     app.command("init")(init_cmd.init)
     app.command("run")(run_cmd.run)
     app.command("status")(status_cmd.status)
+    app.command("report")(report_cmd.report)
+    app.command("plan")(plan_cmd.plan)
     app.add_typer(data.app, name="data")
     app.command("pretrain")(pretrain.pretrain)
     app.command("finetune")(finetune.finetune)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 
@@ -28,8 +29,9 @@ def print_summary(outcomes, workdir: Path, as_json: bool = False, chain_file: st
         table.add_column(col)
     for o in outcomes:
         t = f"{o.duration_s:.1f}s" if o.duration_s is not None else ""
-        where = ", ".join(sorted({str(Path(a.path).parent) if Path(a.path).is_file() else a.path
-                                  for a in o.outputs.values()}))
+        paths = [a.path for a in o.outputs.values() if a.path.startswith("/")]
+        urls = sorted({a.path for a in o.outputs.values() if not a.path.startswith("/")})
+        where = ", ".join(([os.path.commonpath(paths)] if paths else []) + urls)
         table.add_row(o.stage, o.status, t, _key_metric(o.metrics), where)
     out.print(table)
     if outcomes and all(o.status == "up to date" for o in outcomes):

@@ -22,6 +22,8 @@ class DataSettings(StageSettings):
 
     inputs: list[str] = Field(default_factory=list, description="Input files or directories (jsonl[.gz|.zst], "
                               "parquet, .txt, .html, .warc[.gz]); relative to the chain file.")
+    demo_corpus: int = Field(0, ge=0, description="Also generate the built-in zh+en demo corpus with this many "
+                             "documents (duplicates, junk, PII, HTML, conversations) as an input; 0 = off.")
     languages: list[str] = Field(default_factory=lambda: ["zh", "en"], description="Languages to keep.")
     text_key: str = Field("text", description="The JSON/parquet field holding the text.")
     workers: int = Field(0, ge=0, description="Parallel shard workers; 0 = one per CPU core.")

@@ -40,7 +40,12 @@ class DataStage(Stage):
         for item in ctx.settings.inputs:
             p = Path(os.path.expanduser(item))
             out.append(str(p if p.is_absolute() else (base / p).resolve()))
+        if ctx.settings.demo_corpus:
+            out.append(str(self._demo_dir(ctx)))
         return out
+
+    def _demo_dir(self, ctx: StageContext) -> Path:
+        return ctx.out_dir / "demo-corpus"
 
     def _tokenizer(self, ctx: StageContext) -> str | None:
         s = ctx.settings
@@ -62,9 +67,10 @@ class DataStage(Stage):
         s = ctx.settings
         spec = _spec()
         problems: list[Problem] = []
-        if not s.inputs:
-            problems.append(ctx.problem("inputs", "no inputs given", "list files or directories to process"))
-        for i, path in enumerate(self._inputs(ctx)):
+        if not s.inputs and not s.demo_corpus:
+            problems.append(ctx.problem("inputs", "no inputs given",
+                                        "list files or directories to process, or set demo_corpus: 200"))
+        for i, path in enumerate(self._inputs(ctx)[: len(s.inputs)]):
             if not os.path.exists(path):
                 problems.append(ctx.problem(f"inputs.{i}", f"input not found: {path}"))
         for i, step in enumerate(s.steps or []):
@@ -110,11 +116,20 @@ class DataStage(Stage):
     def plan(self, ctx: StageContext) -> list[Job]:
         config_path = ctx.out_dir / "pipeline.json"
         text = json.dumps(self.run_config(ctx), indent=2, ensure_ascii=False) + "\n"
-        return [Job(
+        # only the worker directory is importable: no dev or ichain packages leak into the runtime
+        env = {"PYTHONPATH": str(WORKERS_DIR), "TOKENIZERS_PARALLELISM": "false", "MPLBACKEND": "Agg"}
+        demo = []
+        if ctx.settings.demo_corpus:
+            demo = [Job(
+                stage=self.name, name="demo-corpus", runtime=self.runtime, cwd=str(ctx.out_dir), env=env,
+                argv=[*ctx.python(self.runtime), "-m", "datapipe", "demo", str(self._demo_dir(ctx)),
+                      "--docs", str(ctx.settings.demo_corpus)],
+                description="write the built-in zh+en demo corpus",
+            )]
+        return [*demo, Job(
             stage=self.name, name="pipeline", runtime=self.runtime, cwd=str(ctx.out_dir),
             argv=[*ctx.python(self.runtime), "-m", "datapipe", "run", "--config", str(config_path)],
-            # only the worker directory is importable: no dev or ichain packages leak into the runtime
-            env={"PYTHONPATH": str(WORKERS_DIR), "TOKENIZERS_PARALLELISM": "false", "MPLBACKEND": "Agg"},
+            env=env,
             files={str(config_path): text},
             resources=Resources(cpus_per_task=ctx.settings.workers or None),
             expected_outputs=[str(ctx.out_dir / "clean"), str(ctx.out_dir / "report.json")],
