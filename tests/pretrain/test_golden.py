@@ -19,7 +19,7 @@ CASES = {
     "7b-slurm-4x8": (
         "launcher: {kind: slurm, nnodes: 4, nproc_per_node: 8, master_port: 29500,\n"
         "           slurm: {partition: llm, time: '72:00:00', cpus_per_task: 16, mem: 900G}}\n",
-        "model: {preset: internlm2-7b}\nparallel: {zero1: 8}\n"
+        "model: {preset: internlm2-7b}\nparallel: {zero1: 8}\nuse_flash_attn: true\n"
         "data: {seq_len: 4096, micro_bsz: 1, micro_num: 4}\nschedule: {total_steps: 50000, warmup_ratio: 0.01}\n"
         "checkpoint: {every: 500}\noptimizer: {lr: 3.0e-4}\n"),
     "7b-torchrun-4x8": (

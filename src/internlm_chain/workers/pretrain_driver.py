@@ -82,6 +82,12 @@ def preflight(args) -> None:
             fail(f"cannot read {path}: {exc}")
         if size > model["vocab_size"]:
             fail(f"the tokenizer has {size} tokens but model vocab_size is {model['vocab_size']}")
+    if model.get("use_flash_attn"):
+        try:
+            import flash_attn  # noqa: F401
+        except ImportError:
+            fail("use_flash_attn is set but flash-attn is not installed in this runtime: build it into the "
+                 "internevo runtime on the GPU host, or set use_flash_attn: false")
     world = int(os.environ.get("WORLD_SIZE") or os.environ.get("SLURM_NPROCS") or 1)
     findings = pretrain_rules.check(_plain(cfg), world)
     if findings:

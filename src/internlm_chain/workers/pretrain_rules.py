@@ -108,6 +108,9 @@ def check(cfg: dict, world_size: int) -> list[tuple[str, str, str]]:
         bad("data.use_packed_dataset",
             f"use_flash_attn is {flash} but use_packed_dataset is {packed}; they must be equal",
             "args_sanity_check: use_packed_dataset should be set same value as use_flash_attn")
+    if model.get("parallel_output", True) and not flash:
+        bad("model.parallel_output", "parallel_output (vocab-sharded logits) needs use_flash_attn",
+            "ops/cross_entropy.py: only flash cross entropy supports parallel_output")
     if not packed and not data.get("pack_sample_into_one", False):
         bad("data.pack_sample_into_one", "unpacked data (use_packed_dataset False) needs pack_sample_into_one",
             "data/utils.py:unpack_data cuts each packed row into micro_bsz sequences of exactly seq_len")

@@ -32,7 +32,8 @@ class Resolved:
 
 
 def flash_and_packed(settings, device: str) -> tuple[bool, bool]:
-    flash = settings.use_flash_attn if settings.use_flash_attn is not None else device == "cuda"
+    # off unless asked for: the shipped internevo runtimes have no flash-attn (a CUDA build on the GPU host)
+    flash = bool(settings.use_flash_attn)
     packed = settings.data.packed if settings.data.packed is not None else flash
     return flash, packed
 
@@ -55,7 +56,8 @@ def config_dict(settings, r: Resolved) -> dict:
         "embed_split_hidden": True,
         "vocab_size": shape["vocab_size"],
         "embed_grad_scale": 1,
-        "parallel_output": r.device == "cuda",
+        # vocab-sharded logits need flash-attn's cross entropy (internlm/model/ops/cross_entropy.py)
+        "parallel_output": flash,
         "hidden_size": shape["hidden_size"],
         "num_layers": shape["num_layers"],
         "no_bias": True,

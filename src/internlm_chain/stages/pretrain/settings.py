@@ -126,7 +126,9 @@ class PretrainSettings(StageSettings):
     checkpoint: CheckpointSettings = Field(default_factory=CheckpointSettings)
     dtype: Literal["bfloat16", "float16", "float32", "auto"] = Field(
         "auto", description="auto: bfloat16 on GPUs, float32 in CPU smoke mode.")
-    use_flash_attn: bool | None = Field(None, description="Default: true on GPUs, false on CPU.")
+    use_flash_attn: bool | None = Field(None, description="Flash attention (and packed data, vocab-parallel "
+                                                          "loss); needs flash-attn built into the internevo "
+                                                          "runtime on the GPU host. Default: false.")
     activation_checkpoint: float = Field(0.0, ge=0, le=1, description="Share of layers recomputed in backward.")
     tokenizer: str | None = Field(None, description="Tokenizer directory (tokenizer.json). Default: the data "
                                                     "stage's tokenizer, else model.tokenizer.")

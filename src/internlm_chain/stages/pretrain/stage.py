@@ -30,7 +30,7 @@ FIELDS = {
     "data.seq_len": "data.seq_len", "data.micro_num": "data.micro_num",
     "model.dtype": "dtype", "model.checkpoint": "activation_checkpoint",
     "ckpt.checkpoint_every": "checkpoint.every", "ckpt.save_ckpt_folder": "checkpoint.folder",
-    "model_type": "model_type",
+    "model_type": "model_type", "model.parallel_output": "use_flash_attn",
 }
 
 
