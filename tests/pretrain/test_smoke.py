@@ -179,3 +179,37 @@ def test_validate_worker_reports_rules_and_loader_errors(run, tmp_path):
     res = subprocess.run([str(runtime_python("internevo")), str(worker), "--config", str(broken), "--world-size",
                           "1"], capture_output=True, text=True)
     assert res.returncode == 2 and "SyntaxError" in json.loads(res.stdout)["load_error"]
+
+
+@pytest.mark.parametrize("parallel", ["{tensor: {size: 2}}", "{pipeline: {size: 2}}"])
+def test_two_processes_under_torchrun_merge_into_one_hf_model(run, tmp_path, parallel):
+    """Tensor shards (column/row/embedding/head splits) and pipeline stages (layer renumbering) are merged;
+    the merged model's conversion still matches InternEvo's logits."""
+    data = run["work"] / "data"
+    chain = tmp_path / "chain.yaml"
+    chain.write_text(f"""name: two
+workdir: {tmp_path}/work
+device: cpu
+launcher: {{kind: torchrun, nproc_per_node: 2}}
+runtimes:
+  overrides:
+    internevo: {{python: {runtime_python("internevo")}}}
+    xtuner: {{python: {runtime_python("xtuner")}}}
+stages:
+  pretrain:
+    model: {{preset: tiny}}
+    tokenizer: {data / "tokenizer"}
+    parallel: {parallel}
+    data: {{path: {data / "internevo"}, seq_len: 64, micro_bsz: 2, micro_num: 2, num_workers: 0}}
+    schedule: {{total_steps: 4}}
+    checkpoint: {{every: 2}}
+""", encoding="utf-8")
+    ichain("pretrain", "-c", chain, "-q")
+    out = tmp_path / "work" / "pretrain"
+    shards = sorted(p.name for p in (out / "checkpoints" / "4").glob("model_tp*_pp*.pt"))
+    assert shards == (["model_tp0_pp0.pt", "model_tp1_pp0.pt"] if "tensor" in parallel
+                      else ["model_tp0_pp0.pt", "model_tp0_pp1.pt"])
+    assert "converting step 4 (2 shard(s))" in (out / "logs" / "convert.log").read_text()
+    assert json.loads((out / "hf_verify.json").read_text())["ok"]
+    assert json.loads((out / "hf" / "config.json").read_text())["num_hidden_layers"] == 2
+    assert len(read_steps(out / "metrics.jsonl")) == 4  # one writer: the last pipeline stage's first rank

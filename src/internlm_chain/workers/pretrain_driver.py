@@ -127,6 +127,7 @@ def main(argv=None) -> int:
 
     import internlm  # after the patches: InternEvo modules read the accelerator at import
     from internlm.checkpoint import CheckpointManager
+    from internlm.core.context import ParallelMode
     from internlm.core.context import global_context as gpc
     from internlm.core.trainer import TrainState
     from internlm.data import build_train_loader_with_data_type
@@ -163,7 +164,10 @@ def main(argv=None) -> int:
         lr_scheduler=lr_scheduler, beta2_scheduler=beta2_scheduler, scheduler_hooks=[])
     trainer.train()
     train_iter = iter(train_dl)
-    metrics = open(args.metrics, "a", encoding="utf-8") if rank0 else None
+    # the loss exists on the last pipeline stage; one of its ranks writes it
+    writer = (gpc.is_no_pp_or_last_stage() and gpc.get_local_rank(ParallelMode.DATA) == 0
+              and gpc.get_local_rank(ParallelMode.TENSOR) == 0)
+    metrics = open(args.metrics, "a", encoding="utf-8") if writer else None
     for batch_count in range(start, total_steps):
         t0 = time.time()
         train_state.batch_count = batch_count

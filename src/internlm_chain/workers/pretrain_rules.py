@@ -136,6 +136,11 @@ def check(cfg: dict, world_size: int) -> list[tuple[str, str, str]]:
     if pp == 1 and "gradient_accumulation" in data and data["gradient_accumulation"] != data.get("micro_num", 1):
         bad("data.micro_num", "without pipeline parallel, gradient_accumulation must equal micro_num",
             "args_sanity_check: for nopp 'gradient_accumulation' should equal with 'micro_num'")
+    if pp > 1 and data.get("micro_num", 1) % data.get("micro_bsz", 1):
+        bad("data.micro_num", f"with pipeline parallel, micro_num {data.get('micro_num', 1)} must be a multiple of "
+            f"micro_bsz {data.get('micro_bsz', 1)}",
+            "data/tokenized/batch_sampler.py (StaticBatchSampler): batch_size % micro_bsz == 0 under pipeline "
+            "parallel")
     out += _shape_rules(model, tp, pp, mode)
     return out
 
