@@ -114,7 +114,7 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     if args.device == "cpu":
         print(SMOKE, flush=True)
-        os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
+        os.environ["CUDA_VISIBLE_DEVICES"] = ""  # smoke mode means CPU even on a GPU host
     # InternEvo's checkpoints pickle its own classes (ParallelMode, sampler state); torch >= 2.6 loads
     # weights-only by default and refuses them. These are files this run wrote itself.
     os.environ.setdefault("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD", "1")
