@@ -96,3 +96,13 @@ def cpu_smoke_patches() -> None:
             acc.is_available = is_available
 
     parallel_context.ParallelContext.set_seed = cpu_set_seed
+
+
+PROBE_SHAPE = (2, 12)
+
+
+def probe_input_ids(vocab: int):
+    """The fixed batch every logits comparison uses (driver, converter, verifier see the same ids)."""
+    import torch
+
+    return torch.randint(3, vocab, PROBE_SHAPE, generator=torch.Generator().manual_seed(0))

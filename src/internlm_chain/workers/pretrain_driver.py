@@ -28,7 +28,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import pretrain_rules  # noqa: E402  (our own modules next to this file)
-from pretrain_compat import cpu_smoke_patches, fix_bracketed_ipv4  # noqa: E402
+from pretrain_compat import cpu_smoke_patches, fix_bracketed_ipv4, probe_input_ids  # noqa: E402
 
 SMOKE = "[smoke mode: CPU, gloo, tiny model — proves the plumbing, not a real pre-training run]"
 
@@ -42,6 +42,8 @@ def parse_args(argv=None):
     p.add_argument("--device", choices=["cuda", "cpu"], default="cuda")
     p.add_argument("--metrics", required=True, help="JSON-lines file, one record per step.")
     p.add_argument("--tokenizer", default=None, help="Tokenizer dir: its size is checked against vocab_size.")
+    p.add_argument("--probe-out", default=None, help="Save the trained (sharded) model's logits on the probe "
+                                                     "batch here, for checking the merged HF model.")
     return p.parse_args(argv)
 
 
@@ -193,10 +195,35 @@ def main(argv=None) -> int:
         if ckpt_manager.try_save_checkpoint(train_state):
             break
     ckpt_manager.wait_async_upload_finish()
+    if args.probe_out:
+        _save_probe(model, args.probe_out, writer)
     if metrics is not None:
         metrics.close()
         print("pretrain_driver: done" + (" " + SMOKE if args.device == "cpu" else ""), flush=True)
     return 0
+
+
+def _save_probe(model, path: str, writer: bool) -> None:
+    """Logits of the model as trained — still sharded over its ranks — on the probe batch.
+
+    Compared with the merged HF model, this checks the shard merge itself, not just the layout. Only
+    without pipeline or sequence parallelism: there a plain forward call is not the whole model.
+    """
+    import numpy as np
+    import torch
+    from internlm.core.context import ParallelMode
+    from internlm.core.context import global_context as gpc
+    from internlm.utils.common import get_current_device
+
+    if gpc.get_world_size(ParallelMode.PIPELINE) > 1 or gpc.config.parallel.tensor.mode != "mtp" \
+            or gpc.config.model.get("parallel_output", False):
+        return
+    ids = probe_input_ids(gpc.config.model.vocab_size)
+    model.eval()
+    with torch.no_grad():
+        logits = model(input_ids=ids.to(get_current_device())).float().cpu().numpy()
+    if writer:
+        np.savez(path, input_ids=ids.numpy(), logits=logits, dtype=np.array(str(gpc.config.model.dtype)))
 
 
 def _load_new_batch(train_dl, train_iter, train_state):

@@ -32,7 +32,6 @@ SHARD_RE = re.compile(r"^model_tp(\d+)(?:_wp(\d+))?_pp(\d+)\.pt$")
 COLUMN = ("wqkv", "wq", "wk", "wv", "w1", "w3", "output")  # split along the output (dim 0)
 ROW = ("wo", "w2")  # split along the input (dim 1), except under isp (weight parallel splits dim 0)
 SHARD_BYTES = 4 << 30
-PROBE_SHAPE = (2, 12)
 # Applied only when the tokenizer brings no chat template of its own.
 CHAT_TEMPLATES = {
     "internlm2_chat": "{{ bos_token }}{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\\n' + "
@@ -240,7 +239,7 @@ def probe_logits(config_path: str, merged: dict, vocab: int, dtype: str):
     """InternEvo's logits with the weights exactly as saved (rounded to `dtype`), computed in fp32."""
     import numpy as np
     import torch
-    from pretrain_compat import cpu_smoke_patches, fix_bracketed_ipv4
+    from pretrain_compat import cpu_smoke_patches, fix_bracketed_ipv4, probe_input_ids
 
     fix_bracketed_ipv4()
     cpu_smoke_patches()
@@ -274,8 +273,7 @@ def probe_logits(config_path: str, merged: dict, vocab: int, dtype: str):
     if missing or unexpected:
         fail(f"the merged checkpoint does not fit InternEvo's model: missing {missing}, unexpected {unexpected}")
     model.eval()
-    g = torch.Generator().manual_seed(0)
-    ids = torch.randint(3, vocab, PROBE_SHAPE, generator=g)
+    ids = probe_input_ids(vocab)
     with torch.no_grad():
         logits = model(input_ids=ids).float()
     return ids.numpy().astype(np.int64), logits.numpy().astype(np.float32)

@@ -19,6 +19,8 @@ def main(argv=None) -> int:
     p.add_argument("--probe", required=True)
     p.add_argument("--out", required=True)
     p.add_argument("--tolerance", type=float, default=1e-4)
+    p.add_argument("--train-probe", default=None, help="Logits of the model as trained, still sharded (written by "
+                                                      "the driver): checks the shard merge. Skipped if absent.")
     args = p.parse_args(argv)
 
     import numpy as np
@@ -36,6 +38,7 @@ def main(argv=None) -> int:
     report = {"max_abs_diff": diff, "tolerance": args.tolerance, "ok": diff < args.tolerance,
               "shape": list(logits.shape), "reference_shape": list(ref.shape), "step": int(probe["step"]),
               "architecture": type(model).__name__, "transformers": transformers.__version__}
+    report.update(_check_trained(model, args))
     try:
         tok = AutoTokenizer.from_pretrained(args.model, trust_remote_code=False)
         report["tokenizer"] = type(tok).__name__
@@ -47,11 +50,39 @@ def main(argv=None) -> int:
         report["tokenizer_error"] = f"{type(exc).__name__}: {exc}"
     with open(args.out, "w", encoding="utf-8") as f:
         json.dump(report, f, indent=2)
+    if "trained_max_abs_diff" in report:
+        print(f"pretrain_verify_hf: vs the trained (sharded) model: max |Δlogits| = "
+              f"{report['trained_max_abs_diff']:.3g} (tolerance {report['trained_tolerance']:.3g})", flush=True)
     verdict = "match" if report["ok"] else "MISMATCH"
     print(f"pretrain_verify_hf: {verdict}: max |logits − InternEvo logits| = {diff:.3g} "
           f"(tolerance {args.tolerance:g}); {report['architecture']} via transformers {transformers.__version__}",
           flush=True)
     return 0 if report["ok"] else 1
+
+
+def _check_trained(model, args) -> dict:
+    """Compare with the driver's logits of the sharded model: exact-ish in fp32, loose in bf16/fp16 (the
+    trained model ran in that precision, the HF model here runs in fp32)."""
+    import os
+
+    import numpy as np
+    import torch
+
+    if not args.train_probe or not os.path.exists(args.train_probe):
+        return {"trained_check": "skipped (no probe from the training run: pipeline/sequence parallel)"}
+    probe = np.load(args.train_probe)
+    with torch.no_grad():
+        logits = model(input_ids=torch.from_numpy(probe["input_ids"])).logits.float().numpy()
+    ref = probe["logits"]
+    if logits.shape != ref.shape:
+        return {"ok": False, "trained_max_abs_diff": float("inf"), "trained_tolerance": 0.0}
+    fp32 = "float32" in str(probe["dtype"])
+    tol = args.tolerance if fp32 else 0.05 * float(np.abs(ref).max()) + 1e-2
+    diff = float(np.abs(logits - ref).max())
+    out = {"trained_max_abs_diff": diff, "trained_tolerance": tol, "trained_dtype": str(probe["dtype"])}
+    if diff >= tol:
+        out["ok"] = False
+    return out
 
 
 if __name__ == "__main__":

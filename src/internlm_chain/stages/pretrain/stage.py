@@ -240,6 +240,8 @@ class PretrainStage(Stage):
         argv = [*ctx.python(self.runtime), str(WORKERS_DIR / "pretrain_driver.py"), "--config", str(cfg_path),
                 "--launcher", "slurm" if launcher.kind == "slurm" else "torch", "--port", str(port),
                 "--device", "cpu" if smoke else "cuda", "--seed", str(s.seed), "--metrics", str(out / "metrics.jsonl")]
+        if s.convert_to_hf:
+            argv += ["--probe-out", str(out / "train_probe.npz")]
         if tok:
             argv += ["--tokenizer", tok]
         env = {"TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD": "1"}
@@ -271,7 +273,7 @@ class PretrainStage(Stage):
         verify = Job(stage=self.name, name="verify", runtime=VERIFY_RUNTIME, cwd=str(out),
                      argv=[*ctx.python(VERIFY_RUNTIME), str(WORKERS_DIR / "pretrain_verify_hf.py"),
                            "--model", str(out / "hf"), "--probe", str(out / "hf_probe.npz"),
-                           "--out", str(out / "hf_verify.json")],
+                           "--out", str(out / "hf_verify.json"), "--train-probe", str(out / "train_probe.npz")],
                      env={"CUDA_VISIBLE_DEVICES": ""}, expected_outputs=[str(out / "hf_verify.json")],
                      description="load the converted model in transformers and compare logits with InternEvo's")
         return [convert, verify]
@@ -323,6 +325,8 @@ class PretrainStage(Stage):
                                           f"(max |Δlogits| {report.get('max_abs_diff')})",
                                           hint=f"log: {logs.get('verify')}"))
             ctx.metrics["hf_max_abs_diff"] = report["max_abs_diff"]
+            if "trained_max_abs_diff" in report:
+                ctx.metrics["hf_vs_trained_max_abs_diff"] = report["trained_max_abs_diff"]
         return self._artifacts(ctx, out, total, r.ckpt_folder)
 
 
