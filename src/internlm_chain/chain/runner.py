@@ -194,7 +194,7 @@ class ChainRunner:
             if result.log:
                 record.logs.append(result.log)
             if result.state != "done":
-                return self._fail(stage, record, result)
+                return self._fail(stage, record, result, ctx)
         try:
             outputs = impl.collect(ctx, results)
             missing = [f"{k} ({a.path})" for k, a in outputs.items()
@@ -226,7 +226,7 @@ class ChainRunner:
         self.planner.artifacts.update({f"{stage}.{k}": a for k, a in published.items()})
         return StageOutcome(stage, "done", fp, record.duration_s, jobs, published, ctx.metrics)
 
-    def _fail(self, stage: str, record: StageRecord, result: JobResult) -> StageOutcome:
+    def _fail(self, stage: str, record: StageRecord, result: JobResult, ctx: StageContext | None = None) -> StageOutcome:
         record.state = "interrupted" if result.state == "interrupted" else "failed"
         record.ended = time.time()
         record.error = f"job {result.job.name} exited with code {result.returncode}"
@@ -234,6 +234,11 @@ class ChainRunner:
         if result.state == "interrupted":
             raise ChainError(Problem(f"{stage} interrupted; re-run to resume", hint=f"log: {result.log}"),
                              exit_code=130)
+        # a stage may know what a failed job means (e.g. which data row broke XTuner's dataset check)
+        explain = getattr(get_stage(stage), "explain_failure", None)
+        explained = explain(ctx, result) if explain and ctx is not None else None
+        if explained is not None:
+            raise StageFailed(explained)
         raise StageFailed(Problem(f"{stage}: {record.error}", hint=f"log: {result.log}"))
 
 
