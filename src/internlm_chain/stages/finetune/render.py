@@ -199,7 +199,10 @@ def _schedule(spec: ConfigSpec, imports: _Imports) -> tuple[str, str]:
     imports.add("xtuner.engine.runner", "TrainLoop")
     if s.max_steps is not None:
         warmup = int(round(s.warmup_ratio * s.max_steps))
-        length = f"max_iters = {s.max_steps}\nwarmup_iters = {warmup}  # round(warmup_ratio * max_iters)\n"
+        # mmengine's LinearLR reaches the full lr on its last iteration (end - 1); a one-iteration warm-up
+        # would never leave start_factor, and the (chained) cosine would decay from there.
+        warmup = warmup if warmup >= 2 else 0
+        length = f"max_iters = {s.max_steps}\nwarmup_iters = {warmup}  # round(warmup_ratio * max_iters); < 2: none\n"
         scheds = []
         if warmup:
             imports.add("mmengine.optim", "LinearLR")
@@ -237,6 +240,7 @@ def _hooks(spec: ConfigSpec, imports: _Imports) -> str:
             "        every_n_iters=evaluation_freq,\n"
             "        evaluation_inputs=evaluation_inputs,\n"
             f"        system=SYSTEM,{template}\n"
+            f"        max_new_tokens={s.evaluation_max_new_tokens},\n"
             "    ),\n"
         )
     return hooks

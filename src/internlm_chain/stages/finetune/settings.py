@@ -70,6 +70,7 @@ class FinetuneSettings(StageSettings):
     evaluation_prompts: list[str] = Field(
         default_factory=list, description="Prompts answered during training and by the final check.")
     evaluation_interval: int = Field(500, ge=1, description="Run the evaluation prompts every N iterations.")
+    evaluation_max_new_tokens: int = Field(600, ge=1, description="Tokens generated per evaluation prompt.")
     replay: ReplaySettings | None = Field(None, description="Mix earlier data into continued pre-training.")
     merge: bool | None = Field(None, description="Merge the adapter into the base model (default: true for "
                                                  "lora/qlora).")

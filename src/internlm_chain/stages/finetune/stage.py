@@ -13,7 +13,11 @@ from internlm_chain.chain.artifacts import Adapter, Artifact, HFModel, XTunerChe
 from internlm_chain.chain.job import Job, Resources
 from internlm_chain.errors import Problem, StageFailed
 from internlm_chain.stages.base import JobResult, Stage, StageContext
-from internlm_chain.stages.finetune.render import ConfigSpec, render_check_config, render_config, replay_row_count
+from internlm_chain.stages.finetune.render import (
+    ConfigSpec,
+    render_check_config,
+    render_config,
+)
 from internlm_chain.stages.finetune.settings import XTUNER_TEMPLATES, FinetuneSettings
 from internlm_chain.workers import finetune_rows as rows
 
