@@ -193,3 +193,51 @@ def test_malformed_dataset_fails_fast_with_file_line_field(tmp_path, tiny_model)
     assert "stages.finetune.data" in err and "XTuner said:" in err
     assert not (tmp_path / "runs" / ".staging" / "finetune" / "logs" / "train.log").exists()
     assert elapsed < 180, f"the dataset check took {elapsed:.0f}s"
+
+
+LOAD_CONFIGS = r"""
+import json, sys
+from mmengine.config import Config
+out = {}
+for path in sys.argv[1:]:
+    cfg = Config.fromfile(path)
+    name = lambda t: t if isinstance(t, str) else getattr(t, "__name__", None) or str(t)
+    out[path.rsplit("/", 1)[-1]] = {
+        "optim": name(cfg.optim_wrapper.type), "lora_r": (cfg.model.get("lora") or {}).get("r"),
+        "quant": "quantization_config" in cfg.model.llm, "backend": cfg.env_cfg.dist_cfg.backend,
+        "resume": cfg.resume, "dataset": name(cfg.train_dataloader.dataset.type),
+    }
+print(json.dumps(out))
+"""
+
+
+def test_rendered_configs_load_with_mmengine(tmp_path):
+    """The GPU configs cannot train here, but mmengine's own loader must accept them as XTuner will."""
+    from finetune.finetune_helpers import fake_7b
+    from internlm_chain.chain.planner import Planner
+    from internlm_chain.config.loader import load_chain
+
+    model = fake_7b(tmp_path)
+    write_jsonl(tmp_path / "sft.jsonl", sft_rows(3))
+    write_jsonl(tmp_path / "old.jsonl", text_rows(3))
+    cases = {"lora": "cuda", "qlora": "cuda", "full": "cuda", "cpt": "cpu"}
+    paths = []
+    for name, device in cases.items():
+        stage = (f"method: {name}\n    data: {tmp_path}/sft.jsonl" if name != "cpt" else
+                 f"method: full\n    mode: continue\n    data: {tmp_path}/old.jsonl\n"
+                 f"    replay: {{data: {tmp_path}/old.jsonl, ratio: 0.5}}\n    max_steps: 5")
+        chain = tmp_path / f"{name}.yaml"
+        chain.write_text(f"name: {name}\nworkdir: {tmp_path}/{name}\ndevice: {device}\nmodel: {{path: {model}}}\n"
+                         f"stages:\n  finetune:\n    {stage}\n", encoding="utf-8")
+        ctx, jobs = Planner(load_chain(chain)).plan("finetune")
+        train = next(j for j in jobs if j.name == "train")
+        target = tmp_path / f"{name}_config.py"
+        target.write_text(train.files[str(ctx.out_dir / "xtuner_config.py")], encoding="utf-8")
+        paths.append(str(target))
+    got = _in_runtime(LOAD_CONFIGS, *paths)
+    assert got["lora_config.py"] == {"optim": "AmpOptimWrapper", "lora_r": 64, "quant": False, "backend": "nccl",
+                                     "resume": True, "dataset": "process_hf_dataset"}
+    assert got["qlora_config.py"]["quant"] is True and got["qlora_config.py"]["lora_r"] == 64
+    assert got["full_config.py"]["lora_r"] is None
+    assert got["cpt_config.py"] == {"optim": "OptimWrapper", "lora_r": None, "quant": False, "backend": "gloo",
+                                    "resume": True, "dataset": "ConcatDataset"}

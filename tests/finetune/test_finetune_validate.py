@@ -145,3 +145,18 @@ def test_flags_and_config_do_not_mix(tmp_path, write_chain, capsys):
 ])
 def test_replay_plan(data_rows, replay_rows, ratio, expected):
     assert replay_plan(data_rows, replay_rows, ratio) == expected
+
+
+def test_example_chain_plans_with_local_paths(tmp_path, monkeypatch):
+    from pathlib import Path
+
+    model = fake_7b(tmp_path)
+    data = write_jsonl(tmp_path / "sft.jsonl", sft_rows(3))
+    monkeypatch.setenv("INTERNLM2_7B", str(model))
+    monkeypatch.setenv("SFT_DATA", str(data))
+    monkeypatch.setenv("ICHAIN_WORKDIR", str(tmp_path / "runs"))
+    example = Path(__file__).resolve().parents[2] / "configs" / "internlm2-7b-lora.yaml"
+    ctx, jobs = Planner(load_chain(example)).plan("finetune")
+    assert [j.name for j in jobs] == ["check-data", "train", "convert", "merge", "verify"]
+    cfg = jobs[1].files[str(ctx.out_dir / "xtuner_config.py")]
+    assert "type=AmpOptimWrapper" in cfg and "r=64," in cfg and "max_epochs = 3" in cfg
