@@ -180,7 +180,8 @@ class FinetuneStage(Stage):
         one = Resources(gpus_per_node=1 if gpu else 0)
 
         def job(name: str, argv: list[str], description: str, **kw) -> Job:
-            return Job(stage=self.name, name=name, argv=argv, cwd=str(out), env=dict(env), runtime=self.runtime,
+            return Job(stage=self.name, name=name, argv=argv, cwd=str(out), env=kw.pop("env", dict(env)),
+                       runtime=self.runtime,
                        description=description, resources=kw.pop("resources", one), **kw)
 
         jobs: list[Job] = []
@@ -207,9 +208,12 @@ class FinetuneStage(Stage):
             # one Slurm task per process; mmengine reads SLURM_PROCID/NTASKS/… itself
             train += ["--launcher", "slurm"]
             extra = {"slurm_launch": "srun"} if "slurm_launch" in Job.model_fields else {}
+        # mmengine 0.10.6 resumes with a bare torch.load; torch >= 2.6 then refuses its own checkpoints
+        # (they pickle mmengine objects such as HistoryBuffer). They are ours, written by this job.
+        train_env = {**env, "TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD": "1"}
         jobs.append(job(
             "train", train, f"XTuner {s.method} {s.mode} training (resumes from {work}/last_checkpoint)",
-            files={str(cfg): render_config(spec)}, distributed=True,
+            files={str(cfg): render_config(spec)}, distributed=True, env=train_env,
             resources=Resources(nodes=launcher.nnodes, gpus_per_node=launcher.nproc_per_node if gpu else 0),
             expected_outputs=[str(work / "last_checkpoint")], **extra))
 
