@@ -14,8 +14,8 @@ import time
 from pathlib import Path
 
 import pytest
+from tests.conftest import runtime_python
 
-from conftest import runtime_python
 from finetune.finetune_helpers import sft_rows, text_rows, write_jsonl
 
 pytestmark = pytest.mark.upstream
