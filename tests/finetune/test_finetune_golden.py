@@ -13,6 +13,7 @@ import pytest
 from finetune.finetune_helpers import fake_7b, sft_rows, text_rows, write_jsonl
 from internlm_chain.chain.job import render_jobs_text
 from internlm_chain.chain.planner import Planner
+from internlm_chain.chain.runner import ChainRunner
 from internlm_chain.config.loader import load_chain
 
 REPO_SRC = str(__import__("internlm_chain").__file__).rsplit("/internlm_chain/", 1)[0]
@@ -47,7 +48,7 @@ CASES = {
         launcher="{kind: torchrun, nnodes: 2, nproc_per_node: 8, master_addr: node-0, master_port: 29500}",
         lr="2e-5", extra="    method: full\n    deepspeed: zero3"),
     "full_zero3_2x8_slurm": dict(
-        launcher="{kind: slurm, nnodes: 2, nproc_per_node: 8, slurm: {partition: llm, time: '48:00:00'}}",
+        launcher="{kind: slurm, nnodes: 2, nproc_per_node: 8, master_port: 29500, slurm: {partition: llm, time: '48:00:00'}}",
         lr="2e-5", extra="    method: full\n    deepspeed: zero3"),
 }
 
@@ -91,3 +92,18 @@ stages:
     save_interval: 5
 """)
     golden.check("finetune/cpu_continue_full_replay.txt", _plan_text(path, tmp_path))
+
+
+@pytest.mark.parametrize("case", ["full_zero3_2x8_torchrun", "full_zero3_2x8_slurm"])
+def test_internlm2_7b_multinode_as_launched(case, tmp_path, write_chain, golden):
+    """The train job as the torchrun / Slurm launcher will start it (argv wrapped, sbatch script)."""
+    model = fake_7b(tmp_path)
+    write_jsonl(tmp_path / "data" / "sft.jsonl", sft_rows(4))
+    path = write_chain(GPU_CHAIN.format(name=case.replace("_", "-"), tmp=tmp_path, model=model, **CASES[case]))
+    (outcome,) = ChainRunner(load_chain(path), quiet=True).dry_run(["finetune"])
+    train = next(j for j in outcome.jobs if j.name == "train")
+    train = train.model_copy(update={"files": {k: v for k, v in train.files.items()
+                                               if not k.endswith("xtuner_config.py")}})
+    text = render_jobs_text([train], show_files=True)
+    golden.check(f"finetune/internlm2_7b_{case}.launched.txt",
+                 text.replace(str(tmp_path), "<TMP>").replace(REPO_SRC, "<SRC>"))
