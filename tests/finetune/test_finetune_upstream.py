@@ -174,23 +174,32 @@ lr: 0.001
     assert rec["metrics"]["resumed_from"] == [interrupted_at] and rec["metrics"]["steps"] == 8
     assert [p[0] for p in rec["metrics"]["loss_curve"]] == list(range(1, 9))
     cfg = (tmp_path / "runs" / "finetune" / "xtuner_config.py").read_text()
-    assert "datasets=[new_dataset, replay_sample]" in cfg and "max_dataset_length=8" in cfg
+    # 0.2 of the rows from 6 old rows: 30 × 0.25 = 8 = one pass over the 6 + a sample of 2
+    assert "datasets=[new_dataset, replay_dataset, replay_sample]" in cfg and "max_dataset_length=2," in cfg
     cmp = _in_runtime(COMPARE, rec["outputs"]["model"]["path"], str(tiny_model))
     assert cmp["keys_equal"] and cmp["max_abs_diff"] > 1e-4
 
 
-def test_malformed_dataset_fails_fast_with_file_line_field(tmp_path, tiny_model):
+@pytest.mark.parametrize("bad, expected, xtuner", [
+    # pyarrow cannot read the file: XTuner's check fails, the scan names the line
+    ("{not json", "sft.jsonl:111: not valid JSON", "JSON parse error"),
+    # readable but wrong: XTuner's check samples 10 rows and passes; training's map would crash at it
+    ({"messages": "this should be a list"}, "sft.jsonl:111: field 'messages'", "10 sampled rows passed"),
+])
+def test_malformed_dataset_fails_fast_with_file_line_field(tmp_path, tiny_model, bad, expected, xtuner):
     rows = sft_rows(120)
-    rows[110] = {"messages": "this should be a list"}  # past the rows the stage reads before starting
     data = write_jsonl(tmp_path / "sft.jsonl", rows)
+    lines = data.read_text().splitlines()
+    lines[110] = bad if isinstance(bad, str) else json.dumps(bad)  # past the rows read before starting
+    data.write_text("\n".join(lines) + "\n")
     chain = _chain(tmp_path, tiny_model, f"data: {data}\nmax_steps: 2\nmax_length: 128")
     start = time.monotonic()
     res = _ichain("finetune", "-c", str(chain))
     elapsed = time.monotonic() - start
     assert res.returncode == 1, res.stderr[-3000:]
     err = res.stderr
-    assert f"{data}:111: field 'messages'" in err, err[-3000:]
-    assert "stages.finetune.data" in err and "XTuner said:" in err
+    assert "chain.yaml:" in err and "stages.finetune.data: bad training data:" in err, err[-3000:]
+    assert expected in err and xtuner in err, err[-3000:]
     assert not (tmp_path / "runs" / ".staging" / "finetune" / "logs" / "train.log").exists()
     assert elapsed < 180, f"the dataset check took {elapsed:.0f}s"
 

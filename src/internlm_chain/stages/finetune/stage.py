@@ -276,8 +276,8 @@ class FinetuneStage(Stage):
             return None
         field = "replay.data" if source == "replay" else "data"
         where = info.get("row") or ", ".join(info.get("files", []))
-        return ctx.problem(field, f"XTuner's dataset check failed: {where}",
-                           f"XTuner said: {info.get('xtuner', '?')}; log: {result.log}")
+        return ctx.problem(field, f"bad training data: {where}",
+                           f"XTuner's dataset check: {info.get('xtuner', '?')}; log: {result.log}")
 
     def collect(self, ctx: StageContext, results: list[JobResult]) -> dict[str, Artifact]:
         out = ctx.out_dir
