@@ -13,12 +13,25 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import subprocess
 import sys
 from collections import deque
 from pathlib import Path
 
 from finetune_rows import first_problem  # sibling module (stdlib only)
+
+EXCEPTION = re.compile(r"^[A-Za-z_][\w.]*(Error|Exception|Invalid|Interrupt)\b:?")
+
+
+def _exception_summary(lines: list[str]) -> str:
+    """The exception lines of a (possibly chained) traceback, root cause first: `datasets` wraps the
+    informative pyarrow error in a generic one."""
+    found: list[str] = []
+    for line in lines:
+        if EXCEPTION.match(line) and line not in found:
+            found.append(line.strip())
+    return " <- ".join(found[-3:])
 
 
 def main() -> int:
@@ -29,7 +42,7 @@ def main() -> int:
     ap.add_argument("files", nargs="+")
     args = ap.parse_args()
 
-    tail: deque[str] = deque(maxlen=60)
+    tail: deque[str] = deque(maxlen=400)
     proc = subprocess.Popen([sys.executable, "-m", "xtuner.tools.check_custom_dataset", args.config],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, errors="replace")
     assert proc.stdout is not None
@@ -46,8 +59,7 @@ def main() -> int:
     if rc == 0:
         upstream = "its check of 10 sampled rows passed, but training maps every row"
     else:
-        upstream = next((ln for ln in reversed(tail) if ln and not ln.startswith((" ", "\t", "Traceback"))),
-                        f"exit status {rc}")
+        upstream = _exception_summary(list(tail)) or f"exit status {rc}"
     report.write_text(json.dumps({"ok": False, "xtuner": upstream, "row": ours, "files": args.files}),
                       encoding="utf-8")
     print(f"ichain: XTuner's dataset check: {upstream}", flush=True)
