@@ -5,6 +5,22 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/_venv.sh dev
 
+# A real single-node Slurm for the launcher tests (best effort: without it they skip and say why).
+if ! command -v slurmctld >/dev/null 2>&1 || ! command -v slurmd >/dev/null 2>&1 || ! command -v sbatch >/dev/null 2>&1; then
+  if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
+    echo "== apt-get install slurm (for tests/launch)"
+    { apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q slurmctld slurmd slurm-client munge; } \
+      >/dev/null 2>&1 || echo "note: could not install Slurm; the Slurm tests will skip" >&2
+  fi
+fi
+
+# Debian's Chromium renders `ichain report` pages in tests/unit/test_report.py (best effort too).
+if ! command -v chromium >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
+  echo "== apt-get install chromium (for the report test)"
+  { apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium; } >/dev/null 2>&1 \
+    || echo "note: could not install chromium; the report rendering test will skip" >&2
+fi
+
 echo "== ruff"
 ruff check src tests scripts
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import shlex
 from pathlib import Path
+from typing import Literal
 
 from pydantic import BaseModel, Field
 
@@ -33,6 +34,10 @@ class Job(BaseModel):
     resources: Resources = Field(default_factory=Resources)
     runtime: str | None = None
     distributed: bool = False
+    slurm_launch: Literal["torchrun", "srun"] = Field(
+        "torchrun", description="Under the slurm launcher, how a distributed job starts: torchrun (one task per "
+                                "node) or srun alone (one task per process; the program reads SLURM_* itself, "
+                                "e.g. upstream `--launcher slurm`).")
     expected_outputs: list[str] = Field(default_factory=list)
     log: str | None = None
     description: str = ""

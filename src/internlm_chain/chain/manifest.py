@@ -25,6 +25,7 @@ class StageRecord(BaseModel):
     outputs: dict[str, AnyArtifact] = Field(default_factory=dict)
     metrics: dict[str, Any] = Field(default_factory=dict)
     logs: list[str] = Field(default_factory=list)
+    slurm_jobs: list[str] = Field(default_factory=list, description="Slurm job ids, in submission order.")
     error: str | None = None
 
 
@@ -53,6 +54,7 @@ def write_atomic(path: Path, text: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
+        os.fchmod(fd, 0o644)  # mkstemp's 0600 would hide reports and manifests from other users
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
             fh.write(text)
             fh.flush()

@@ -16,8 +16,8 @@ from internlm_chain.config.loader import LoadedChain
 from internlm_chain.config.validate import problems_from_validation
 from internlm_chain.errors import ChainError, Problem
 from internlm_chain.stages import STAGE_ORDER
-from internlm_chain.stages.base import StageContext
-from internlm_chain.stages.registry import get_stage
+from internlm_chain.stages.base import Stage, StageContext
+from internlm_chain.stages.registry import get_stage, load_plugin
 
 
 def detect_device() -> str:
@@ -42,6 +42,22 @@ class Planner:
         self.device = self.config.device if self.config.device != "auto" else detect_device()
         # "stage.output" → artifact; real ones from the manifest, predicted ones while dry-running
         self.artifacts: dict[str, Artifact] = dict(artifacts or {})
+        self._impls: dict[str, Stage] = {}
+
+    def impl(self, stage: str) -> Stage:
+        """The stage's implementation: its `plugin:` when the section names one, else the built-in."""
+        if stage not in self._impls:
+            section = getattr(self.config.stages, stage, None)
+            spec = getattr(section, "plugin", None)
+            if spec:
+                try:
+                    self._impls[stage] = load_plugin(spec, self.loaded.base_dir)
+                except ChainError as exc:
+                    raise ChainError(self.loaded.problem(f"stages.{stage}.plugin", exc.problems[0].message,
+                                                         "e.g. mypkg.stages:MyStage or stages.py:STAGE")) from None
+            else:
+                self._impls[stage] = get_stage(stage)
+        return self._impls[stage]
 
     @property
     def workdir(self) -> Path:
@@ -55,7 +71,7 @@ class Planner:
 
     def dependencies(self, stage: str) -> list[str]:
         """Earlier enabled stages whose outputs this stage consumes (declared or referenced)."""
-        impl = get_stage(stage)
+        impl = self.impl(stage)
         enabled = set(self.config.enabled_stages())
         deps = {s for s in getattr(impl, "needs", ()) if s in enabled}
         raw = self.loaded.doc.data.get("stages", {}).get(stage) or {}
@@ -107,7 +123,7 @@ class Planner:
         return ctx
 
     def validate_stage(self, stage: str) -> list[Problem]:
-        impl = get_stage(stage)
+        impl = self.impl(stage)
         try:
             ctx = self.context(stage)
         except ChainError as exc:
@@ -124,7 +140,7 @@ class Planner:
         return ctx
 
     def plan(self, stage: str) -> tuple[StageContext, list[Job]]:
-        impl = get_stage(stage)
+        impl = self.impl(stage)
         ctx = self.context(stage)
         problems = impl.validate(ctx)
         if problems:
@@ -132,7 +148,7 @@ class Planner:
         return ctx, impl.plan(ctx)
 
     def predicted_outputs(self, ctx: StageContext) -> dict[str, Artifact]:
-        impl = get_stage(ctx.stage)
+        impl = self.impl(ctx.stage)
         predict = getattr(impl, "predict_outputs", None)
         outputs = predict(ctx, self.stage_dir(ctx.stage)) if predict else {}
         return {f"{ctx.stage}.{k}": v for k, v in outputs.items()}
@@ -140,7 +156,7 @@ class Planner:
     def fingerprint(self, ctx: StageContext) -> str:
         from internlm_chain.runtimes.resolve import lock_hash
 
-        impl = get_stage(ctx.stage)
+        impl = self.impl(ctx.stage)
         settings = ctx.resolved_settings.model_dump(mode="json", exclude={"enabled", "launcher"})
         chain_level = {"device": self.device, "model": self.config.model.model_dump(mode="json")}
         inputs = {k: a.fingerprint or a.path for k, a in sorted(ctx.inputs.items())}

@@ -45,7 +45,9 @@ def _register() -> None:
         eval_cmd,
         finetune,
         init_cmd,
+        plan_cmd,
         pretrain,
+        report_cmd,
         run_cmd,
         status_cmd,
     )
@@ -55,6 +57,8 @@ def _register() -> None:
     app.command("init")(init_cmd.init)
     app.command("run")(run_cmd.run)
     app.command("status")(status_cmd.status)
+    app.command("report")(report_cmd.report)
+    app.command("plan")(plan_cmd.plan)
     app.add_typer(data.app, name="data")
     app.command("pretrain")(pretrain.pretrain)
     app.command("finetune")(finetune.finetune)
@@ -73,7 +77,7 @@ def main(argv: list[str] | None = None) -> None:
     args = sys.argv[1:] if argv is None else argv
     debug = "--debug" in args
     try:
-        app(args=args, prog_name="ichain", standalone_mode=False)
+        rv = app(args=args, prog_name="ichain", standalone_mode=False)
     except ChainError as exc:
         from internlm_chain.cli.output import print_problems
 
@@ -89,13 +93,15 @@ def main(argv: list[str] | None = None) -> None:
     except KeyboardInterrupt:
         sys.stderr.write("interrupted\n")
         sys.exit(130)
-    except Exception as exc:  # click's usage errors are handled below; anything else is our bug
-        import click
-
-        if isinstance(exc, click.ClickException):
+    except Exception as exc:
+        # usage errors (typer's click exceptions) know how to show themselves; anything else is our bug
+        if callable(getattr(exc, "show", None)) and isinstance(getattr(exc, "exit_code", None), int):
             exc.show()
-            sys.exit(2)
+            sys.exit(exc.exit_code)
         if debug:
             raise
         sys.stderr.write(f"internal error: {type(exc).__name__}: {exc} (re-run with --debug for a traceback)\n")
         sys.exit(3)
+    # without standalone mode, `typer.Exit(n)` comes back as the return value
+    if isinstance(rv, int) and rv:
+        sys.exit(rv)

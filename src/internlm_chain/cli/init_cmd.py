@@ -14,8 +14,8 @@ def init(
 ) -> None:
     """Write a starter chain file (from the shipped examples) into DIR; never overwrites."""
     from internlm_chain.cli.output import info, out
-    from internlm_chain.starters import available_templates, template_text
     from internlm_chain.errors import ChainError, Problem
+    from internlm_chain.starters import available_templates, template_text
 
     names = available_templates()
     if list_:

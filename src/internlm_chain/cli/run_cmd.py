@@ -6,7 +6,18 @@ from pathlib import Path
 
 import typer
 
-from internlm_chain.cli.common import DryRunOpt, JsonOpt, SetOpt, ShowFilesOpt
+from internlm_chain.cli.common import (
+    DryRunOpt,
+    JsonOpt,
+    LauncherOpt,
+    NnodesOpt,
+    NprocOpt,
+    PartitionOpt,
+    QuietOpt,
+    SetOpt,
+    ShowFilesOpt,
+    VerboseOpt,
+)
 
 
 def run(
@@ -20,14 +31,24 @@ def run(
     dry_run: bool = DryRunOpt,
     as_json: bool = JsonOpt,
     show_files: bool = ShowFilesOpt,
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="Do not stream job output (logs still written)."),
+    quiet: bool = QuietOpt,
+    verbose: bool = VerboseOpt,
+    launcher: str = LauncherOpt,
+    nnodes: int = NnodesOpt,
+    nproc_per_node: int = NprocOpt,
+    partition: str = PartitionOpt,
 ) -> None:
     """Run the chain's stages in order; completed stages with unchanged inputs are skipped."""
-    from internlm_chain.chain.runner import run_chain
-    from internlm_chain.cli.common import require_config
+    from internlm_chain.chain.runner import run_chain, select_stages
+    from internlm_chain.cli.common import load_with_launch_flags, require_config
     from internlm_chain.config.loader import load_chain
 
-    loaded = load_chain(require_config(file or config, "run"), sets or [])
+    path = require_config(file or config, "run")
     only_list = [s.strip() for s in only.split(",") if s.strip()] if only else None
+    loaded = load_chain(path, sets or [])
+    if any(v is not None for v in (launcher, nnodes, nproc_per_node, partition)):
+        selected = select_stages(loaded, only_list, from_, to)
+        loaded = load_with_launch_flags(path, sets or [], selected, launcher=launcher, nnodes=nnodes,
+                                        nproc_per_node=nproc_per_node, partition=partition)
     run_chain(loaded, only=only_list, from_=from_, to=to, force=force, dry_run=dry_run, as_json=as_json,
-              show_files=show_files, quiet=quiet)
+              show_files=show_files, quiet=quiet, verbose=verbose)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 
@@ -12,7 +13,7 @@ def _key_metric(metrics: dict) -> str:
     return ""
 
 
-def print_summary(outcomes, workdir: Path, as_json: bool = False) -> None:
+def print_summary(outcomes, workdir: Path, as_json: bool = False, chain_file: str = "FILE") -> None:
     from rich.table import Table
 
     from internlm_chain.cli.output import out, print_json
@@ -28,10 +29,15 @@ def print_summary(outcomes, workdir: Path, as_json: bool = False) -> None:
         table.add_column(col)
     for o in outcomes:
         t = f"{o.duration_s:.1f}s" if o.duration_s is not None else ""
-        where = ", ".join(sorted({str(Path(a.path).parent) if Path(a.path).is_file() else a.path
-                                  for a in o.outputs.values()}))
+        paths = [a.path for a in o.outputs.values() if a.path.startswith("/")]
+        urls = sorted({a.path for a in o.outputs.values() if not a.path.startswith("/")})
+        where = ", ".join(([os.path.commonpath(paths)] if paths else []) + urls)
         table.add_row(o.stage, o.status, t, _key_metric(o.metrics), where)
     out.print(table)
     if outcomes and all(o.status == "up to date" for o in outcomes):
         out.print("Nothing to do: every stage is up to date.")
+    for o in outcomes:
+        if o.status == "submitted":
+            out.print(f"{o.stage} is submitted to Slurm: `ichain status {chain_file}` shows its jobs; "
+                      f"`ichain run {chain_file}` collects it once they have finished.", markup=False)
     out.print(f"manifest: {workdir / 'manifest.json'}", markup=False)

@@ -59,3 +59,6 @@ class StageSettings(StrictModel):
     enabled: bool = Field(True, description="Set false to skip this stage in `ichain run`.")
     runtime: RuntimeSpec | None = Field(None, description="Override where this stage's upstream code runs.")
     launcher: LauncherSettings | None = Field(None, description="Override the chain's launcher for this stage.")
+    plugin: str | None = Field(
+        None, description="Replace the stage's implementation: `module:NAME` or `path/to/file.py:NAME` (a Stage "
+                          "instance or class); its settings stay this section's.")

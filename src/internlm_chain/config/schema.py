@@ -18,7 +18,9 @@ def chain_json_schema() -> dict[str, Any]:
     return schema
 
 
-def _type_text(prop: dict[str, Any], defs: dict[str, Any]) -> str:
+def _type_text(prop: dict[str, Any] | bool, defs: dict[str, Any]) -> str:
+    if not isinstance(prop, dict):
+        return "any"
     if "$ref" in prop:
         return prop["$ref"].rsplit("/", 1)[-1]
     if "enum" in prop:

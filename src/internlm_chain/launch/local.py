@@ -8,13 +8,14 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from internlm_chain.chain.job import Job
 from internlm_chain.launch.base import Launcher
 from internlm_chain.stages.base import JobResult
 
-GRACE_S = 10.0
+GRACE_S = 10.0  # after a forwarded Ctrl-C/SIGTERM, how long the group may take to exit before SIGKILL
 
 
 def write_job_files(job: Job) -> None:
@@ -24,8 +25,19 @@ def write_job_files(job: Job) -> None:
         p.write_text(text, encoding="utf-8")
 
 
+def _killpg(pgid: int, sig: int) -> None:
+    try:
+        os.killpg(pgid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
 def run_process(job: Job, quiet: bool = False) -> JobResult:
-    """Start `job.argv` in its own process group; SIGINT/SIGTERM to us reach the whole group."""
+    """Start `job.argv` in its own process group; SIGINT/SIGTERM to us reach the whole group.
+
+    A second signal, or a group still alive GRACE_S after the first, gets SIGKILL: a child that
+    ignores SIGTERM (or a grandchild holding the output pipe) must not keep `ichain` waiting forever.
+    """
     write_job_files(job)
     Path(job.cwd).mkdir(parents=True, exist_ok=True)
     log_path = Path(job.log) if job.log else None
@@ -36,19 +48,26 @@ def run_process(job: Job, quiet: bool = False) -> JobResult:
     try:
         proc = subprocess.Popen(job.argv, cwd=job.cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                 stdin=subprocess.DEVNULL, start_new_session=True)
-    except FileNotFoundError:
+    except (FileNotFoundError, PermissionError) as exc:
         from internlm_chain.errors import ChainError, Problem
 
-        raise ChainError(Problem(f"{job.id}: cannot start '{job.argv[0]}': no such program",
-                                 hint="is its runtime synced? run `ichain env sync`")) from None
+        why = "no such program" if isinstance(exc, FileNotFoundError) else "permission denied"
+        raise ChainError(Problem(f"{job.id}: cannot start '{job.argv[0]}': {why}",
+                                 hint=f"is its runtime synced? run `ichain env sync {job.runtime or ''}`".rstrip()
+                                 )) from None
     interrupted: list[int] = []
+    killer: list[threading.Timer] = []
 
     def forward(signum, _frame):
         interrupted.append(signum)
-        try:
-            os.killpg(proc.pid, signum)
-        except ProcessLookupError:
-            pass
+        if len(interrupted) > 1:
+            _killpg(proc.pid, signal.SIGKILL)
+            return
+        _killpg(proc.pid, signum)
+        timer = threading.Timer(GRACE_S, _killpg, (proc.pid, signal.SIGKILL))
+        timer.daemon = True
+        timer.start()
+        killer.append(timer)
 
     previous = {}
     if threading.current_thread() is threading.main_thread():
@@ -63,8 +82,12 @@ def run_process(job: Job, quiet: bool = False) -> JobResult:
                 if not quiet:
                     sys.stderr.buffer.write(line)
                     sys.stderr.flush()
-        returncode = _wait_group(proc, bool(interrupted))
+        returncode = proc.wait()
+        if interrupted:
+            _killpg(proc.pid, signal.SIGKILL)  # grandchildren left behind by a leader that exited
     finally:
+        for timer in killer:
+            timer.cancel()
         for sig, handler in previous.items():
             signal.signal(sig, handler)
     state = "interrupted" if interrupted else ("done" if returncode == 0 else "failed")
@@ -72,19 +95,8 @@ def run_process(job: Job, quiet: bool = False) -> JobResult:
                      duration_s=time.monotonic() - start, state=state)
 
 
-def _wait_group(proc: subprocess.Popen, interrupted: bool) -> int:
-    try:
-        return proc.wait(timeout=GRACE_S if interrupted else None)
-    except subprocess.TimeoutExpired:
-        try:
-            os.killpg(proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        return proc.wait()
-
-
 class LocalLauncher(Launcher):
     kind = "local"
 
-    def run(self, job: Job, quiet: bool = False) -> JobResult:
+    def run(self, job: Job, quiet: bool = False, on_submit: Callable[[str], None] | None = None) -> JobResult:
         return run_process(job, quiet=quiet)

@@ -1,0 +1,1 @@
+"""`ichain report`: one self-contained HTML page for a chain run."""

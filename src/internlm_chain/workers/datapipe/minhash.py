@@ -1,0 +1,123 @@
+"""MinHash signatures by one-permutation hashing (OPH), vectorised with numpy.
+
+Each shingle is hashed once to 64 bits; the top log2(K) bits pick one of K bins and a bin keeps its
+smallest hash. Empty bins (short documents) borrow from the next non-empty bin (rotation
+densification), so signatures of two short texts still compare like MinHash. One hash per shingle
+instead of K makes this ~10x faster than classic MinHash at the same estimate quality.
+
+Shingles: character n-grams of CJK text with spaces and punctuation removed (Chinese has no word
+boundaries, so word shingles would see one "word" per sentence), word n-grams otherwise.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+_P = np.uint64(0x100000001B3)
+_M1 = np.uint64(0x9E3779B97F4A7C15)
+_M2 = np.uint64(0xBF58476D1CE4E5B9)
+_MAX = np.uint64(0xFFFFFFFFFFFFFFFF)
+_S32 = np.uint64(32)
+# position-in-word multipliers for hashing words without a Python loop
+_POS = np.random.default_rng(20240601).integers(1, 2**63, size=64, dtype=np.uint64) | np.uint64(1)
+_WORD_TABLE: np.ndarray | None = None
+
+
+def _word_table() -> np.ndarray:
+    """Which BMP code points are letters or digits (built once per process, ~30 ms)."""
+    global _WORD_TABLE
+    if _WORD_TABLE is None:
+        import unicodedata
+
+        _WORD_TABLE = np.array([unicodedata.category(chr(i))[0] in "LN" for i in range(65536)], dtype=bool)
+    return _WORD_TABLE
+
+
+def _mix(h: np.ndarray) -> np.ndarray:
+    h = h * _M1
+    return h ^ (h >> _S32)
+
+
+def _rolling(c: np.ndarray, n: int) -> np.ndarray:
+    if len(c) == 0:
+        return c
+    if len(c) <= n:
+        n = len(c)
+    length = len(c) - n + 1
+    h = c[:length].copy()
+    for k in range(1, n):
+        h = h * _P + c[k:k + length]
+    return h
+
+
+def codepoints(text: str) -> np.ndarray:
+    return np.frombuffer(text.encode("utf-32-le"), dtype=np.uint32)
+
+
+def is_cjk_codes(c: np.ndarray) -> bool:
+    return len(c) > 0 and np.count_nonzero((c >= 0x3040) & (c <= 0xD7AF)) > 0.2 * len(c)
+
+
+def shingles(text: str, char_ngram: int = 5, word_ngram: int = 3, cjk: bool | None = None) -> np.ndarray:
+    c32 = codepoints(text.lower())
+    if cjk is None:
+        cjk = is_cjk_codes(c32[:1000])
+    table = _word_table()
+    isword = table[c32 & 0xFFFF] | (c32 > 0xFFFF)
+    with np.errstate(over="ignore"):
+        if cjk:
+            return _rolling(c32[isword].astype(np.uint64), char_ngram)
+        if not isword.any():
+            return np.zeros(0, dtype=np.uint64)
+        prev = np.concatenate(([False], isword[:-1]))
+        starts_mask = isword & ~prev
+        starts = np.flatnonzero(starts_mask)
+        idx = np.arange(len(c32))
+        pos = idx - np.maximum.accumulate(np.where(starts_mask, idx, 0))
+        contrib = np.where(isword, (c32.astype(np.uint64) + np.uint64(1)) * _POS[pos & 63], np.uint64(0))
+        words = np.add.reduceat(contrib, starts)
+        return _rolling(words, word_ngram)
+
+
+class OPHMinHash:
+    def __init__(self, num_perm: int = 128, char_ngram: int = 5, word_ngram: int = 3):
+        if num_perm & (num_perm - 1) or num_perm < 8:
+            raise ValueError(f"num_perm must be a power of two >= 8, got {num_perm}")
+        self.k = num_perm
+        self.shift = np.uint64(64 - (num_perm.bit_length() - 1))
+        self.char_ngram = char_ngram
+        self.word_ngram = word_ngram
+
+    def signature(self, text: str) -> np.ndarray:
+        sig = np.full(self.k, _MAX, dtype=np.uint64)
+        sh = shingles(text, self.char_ngram, self.word_ngram)
+        if len(sh) == 0:
+            return sig
+        with np.errstate(over="ignore"):
+            h = _mix(sh)
+        np.minimum.at(sig, (h >> self.shift).astype(np.intp), h)
+        empty = sig == _MAX
+        if empty.any():
+            # rotation densification: an empty bin copies the next filled bin, salted by the distance
+            filled = np.flatnonzero(~empty)
+            pos = np.searchsorted(filled, np.arange(self.k)) % len(filled)
+            src = filled[pos]
+            dist = (src - np.arange(self.k)) % self.k
+            with np.errstate(over="ignore"):
+                sig[empty] = _mix(sig[src[empty]] + dist[empty].astype(np.uint64) * _M1)
+        return sig
+
+
+def band_keys(sig: np.ndarray, bands: int) -> np.ndarray:
+    """One 64-bit key per band; two documents that share a key are near-duplicate candidates."""
+    rows = sig.reshape(bands, -1)
+    with np.errstate(over="ignore"):
+        acc = np.zeros(bands, dtype=np.uint64)
+        for r in range(rows.shape[1]):
+            acc = _mix(acc * _P + rows[:, r])
+        return acc + np.arange(bands, dtype=np.uint64) * _M2
+
+
+def similarity(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Estimated Jaccard similarity, row-wise."""
+    return (a == b).mean(axis=-1)

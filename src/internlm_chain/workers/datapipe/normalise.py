@@ -1,0 +1,62 @@
+"""Encoding repair and Unicode normalisation that leaves Chinese punctuation alone.
+
+NFKC is deliberately not used: it turns full-width Chinese punctuation (，。！？：；) into ASCII.
+Only full-width letters and digits are folded to ASCII; everything else gets NFC.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+
+# UTF-8 bytes decoded as Latin-1/cp1252 leave these pairs; only then is ftfy (slow) worth running.
+_MOJIBAKE = re.compile("[\u00c2-\u00f4][\u0080-\u00bf\u2013-\u203a\u0152-\u0178\u02c6\u02dc\u00a0-\u00bf]")
+_CONTROL = re.compile("[\u0000-\u0008\u000b\u000c\u000e-\u001f\u007f-\u009f\u200b-\u200d\u2060\ufeff\ufffe]")
+_SPACES = re.compile("[ \t\u00a0\u2000-\u200a\u202f\u205f]+")
+_BLANKS = re.compile(r"\n{3,}")
+# full-width digits and letters only (U+FF10–FF19, FF21–FF3A, FF41–FF5A)
+_FULLWIDTH_ALNUM = {c: c - 0xFEE0 for r in ((0xFF10, 0xFF19), (0xFF21, 0xFF3A), (0xFF41, 0xFF5A))
+                    for c in range(r[0], r[1] + 1)}
+_HAN = re.compile("[\u4e00-\u9fff]")
+
+
+class Normaliser:
+    def __init__(self, fix_encoding=True, fullwidth_alnum=True, strip_control=True, collapse_whitespace=True,
+                 traditional_to_simplified=False):
+        self.fix_encoding = fix_encoding
+        self.fullwidth_alnum = fullwidth_alnum
+        self.strip_control = strip_control
+        self.collapse_whitespace = collapse_whitespace
+        self._t2s = None
+        if traditional_to_simplified:
+            import opencc
+
+            self._t2s = opencc.OpenCC("t2s")
+
+    def normalise(self, text: str) -> str:
+        if self.fix_encoding and _MOJIBAKE.search(text):
+            import ftfy
+
+            text = ftfy.fix_text(text, normalization=None)
+        if not text.isascii():
+            text = unicodedata.normalize("NFC", text)
+            if self.fullwidth_alnum:
+                text = text.translate(_FULLWIDTH_ALNUM)
+        if self.strip_control:
+            text = _CONTROL.sub("", text.replace("\r\n", "\n").replace("\r", "\n"))
+        if self.collapse_whitespace:
+            # the ideographic space (U+3000) indents Chinese paragraphs: drop it at line starts only
+            text = "\n".join(_SPACES.sub(" ", line).strip(" \u3000") for line in text.split("\n"))
+            text = _BLANKS.sub("\n\n", text).strip()
+        if self._t2s is not None and _HAN.search(text):
+            text = self._t2s.convert(text)
+        return text
+
+    def __call__(self, doc: dict):
+        doc["text"] = self.normalise(doc["text"])
+        if "messages" in doc:
+            for m in doc["messages"]:
+                m["content"] = self.normalise(m["content"])
+        if not doc["text"]:
+            return "empty after normalisation"
+        return None

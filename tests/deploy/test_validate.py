@@ -1,0 +1,95 @@
+"""Every bad deploy input is one clear error before anything starts (exit 2, no traceback)."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+
+from tests.deploy.chains import chain_text
+
+
+def ichain(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    import os
+
+    return subprocess.run([sys.executable, "-m", "internlm_chain", *args], capture_output=True, text=True,
+                          env={**os.environ, **(env or {})}, timeout=60)
+
+
+def test_turbomind_without_gpu_is_an_error(write_chain, fake_model, tmp_path):
+    chain = write_chain(chain_text(fake_model, tmp_path / "run", deploy="backend: turbomind"))
+    res = ichain("deploy", "serve", "-c", str(chain))
+    assert res.returncode == 2, res.stderr
+    assert "stages.deploy.backend" in res.stderr and "needs an NVIDIA GPU" in res.stderr
+    assert "Traceback" not in res.stderr
+    assert not (tmp_path / "run" / ".services").exists()
+
+
+def test_not_a_model_is_an_error(write_chain, tmp_path):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    chain = write_chain(chain_text(empty, tmp_path / "run"))
+    res = ichain("deploy", "serve", "-c", str(chain), "--dry-run")
+    assert res.returncode == 2
+    assert "model.path" in res.stderr and "not a model directory (no config.json)" in res.stderr
+    res = ichain("deploy", "serve", "-c", str(chain), "--model", str(tmp_path / "nope"), "--dry-run")
+    assert res.returncode == 2 and "model directory not found" in res.stderr
+
+
+def test_port_in_use_is_an_error(write_chain, fake_model, tmp_path):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        port = s.getsockname()[1]
+        chain = write_chain(chain_text(fake_model, tmp_path / "run", deploy=f"port: {port}"))
+        res = ichain("deploy", "serve", "-c", str(chain))
+    assert res.returncode == 2
+    assert f"port {port} on 127.0.0.1 is already in use" in res.stderr and "stages.deploy.port" in res.stderr
+
+
+def test_awq_without_local_calibration_data(write_chain, fake_model, tmp_path):
+    chain = write_chain(chain_text(fake_model, tmp_path / "run", device="cuda",
+                                   deploy="quantize: {enabled: true, method: awq}"))
+    res = ichain("deploy", "serve", "-c", str(chain), "--dry-run")
+    assert res.returncode == 2 and "stages.deploy.quantize.calib_data" in res.stderr
+    assert "must not download" in res.stderr
+    (tmp_path / "hf").mkdir()
+    res = ichain("deploy", "quantize", "-c", str(chain), "--calib-data", str(tmp_path / "hf"), "--dry-run")
+    assert res.returncode == 2 and "holds no pileval calibration data" in res.stderr
+
+
+def test_quantize_on_cpu_is_an_error(write_chain, fake_model, tmp_path):
+    chain = write_chain(chain_text(fake_model, tmp_path / "run"))
+    res = ichain("deploy", "quantize", "-c", str(chain), "--dry-run")
+    assert res.returncode == 2 and "needs a GPU" in res.stderr
+
+
+def test_api_key_is_never_printed(write_chain, fake_model, tmp_path):
+    chain = write_chain(chain_text(fake_model, tmp_path / "run", device="cuda", deploy="api_key_env: T_KEY"))
+    res = ichain("deploy", "serve", "-c", str(chain), "--dry-run", "--show-files", env={"T_KEY": "sekrit-123"})
+    assert res.returncode == 0, res.stderr
+    assert "--api-keys '$T_KEY'" in res.stdout and "sekrit-123" not in res.stdout + res.stderr
+    res = ichain("deploy", "serve", "-c", str(chain), "--dry-run", env={"T_KEY": ""})
+    assert res.returncode == 2 and "environment variable T_KEY is not set" in res.stderr
+
+
+def test_api_key_env_must_be_a_name(write_chain, fake_model, tmp_path):
+    chain = write_chain(chain_text(fake_model, tmp_path / "run", deploy="api_key_env: 'sk-abc def'"))
+    res = ichain("deploy", "serve", "-c", str(chain), "--dry-run")
+    assert res.returncode == 2 and "stages.deploy.api_key_env" in res.stderr and "NAME of an environment" in res.stderr
+
+
+def test_needs_finetune_output(write_chain, fake_model, tmp_path):
+    text = chain_text(fake_model, tmp_path / "run").replace("stages:\n", "stages:\n  finetune: {}\n")
+    chain = write_chain(text)
+    res = ichain("deploy", "serve", "-c", str(chain), "--dry-run")
+    assert res.returncode == 2 and "finetune" in res.stderr, res.stderr
+
+
+def test_stop_and_status_without_a_deployment(write_chain, fake_model, tmp_path):
+    chain = write_chain(chain_text(fake_model, tmp_path / "run"))
+    for _ in range(2):
+        res = ichain("deploy", "stop", "-c", str(chain))
+        assert res.returncode == 0 and "nothing running" in res.stdout
+    res = ichain("deploy", "status", "-c", str(chain))
+    assert res.returncode == 1 and "no deployment recorded" in res.stdout
