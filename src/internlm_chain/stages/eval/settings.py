@@ -57,7 +57,9 @@ class EvalEndpoint(StrictModel):
     def _http(cls, v: str) -> str:
         if not re.match(r"^https?://[^/\s]+", v):
             raise ValueError("must be an http(s) URL like http://127.0.0.1:23333/v1")
-        return v.rstrip("/")
+        v = v.rstrip("/")
+        # a bare server address (what the deploy stage records) means its OpenAI API under /v1
+        return v + "/v1" if re.fullmatch(r"https?://[^/\s]+", v) else v
 
     @field_validator("api_key_env")
     @classmethod
