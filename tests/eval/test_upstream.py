@@ -167,6 +167,7 @@ from mmengine.config import Config
 from opencompass.partitioners import NaivePartitioner
 cfg = Config.fromfile(sys.argv[1], format_python_code=False)
 combos = {c['models'][0]['abbr']: [d['abbr'] for d in c['datasets']] for c in cfg['model_dataset_combinations']}
+cfg['work_dir'] = sys.argv[2]
 tasks = NaivePartitioner(out_dir=sys.argv[2], n=1)(cfg)
 print(cfg['infer']['runner']['type'], cfg['infer']['runner']['partition'], cfg['infer']['runner']['qos'])
 print(len(combos['internlm2-chat-7b']), len(combos['base-7b']), len(tasks))
@@ -176,7 +177,7 @@ print('gsm8k' in combos['sft'], any(a.startswith('ceval') for a in combos['sft']
                          capture_output=True, text=True, timeout=300)
     assert res.returncode == 0, res.stderr[-3000:]
     lines = res.stdout.strip().splitlines()[-3:]
-    assert "SlurmRunner llm_eval high" in lines[0]
+    assert "SlurmRunner" in lines[0] and lines[0].endswith("llm_eval high")
     n_chat, n_base, n_tasks = map(int, lines[1].split())
     assert n_chat == 2 and n_base > 50  # chat: gsm8k + quiz; base: gsm8k + 52 ceval subsets + quiz_ppl
     assert n_tasks == 2 * n_chat + n_base  # one Slurm task per model × dataset

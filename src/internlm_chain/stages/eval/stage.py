@@ -248,7 +248,9 @@ def _metrics(report: dict) -> dict:
     models = {m["abbr"]: {k: m[k] for k in ("path", "fingerprint", "source", "url") if m.get(k)}
               for m in report["models"]}
     by_fp = {m["fingerprint"]: by_model.get(m["abbr"], {}) for m in report["models"] if m.get("fingerprint")}
-    return {"scores": by_model, "models": models, "by_fingerprint": by_fp}
+    # one line for the end-of-run table: each model's mean over its scores
+    mean = " · ".join(f"{abbr} {sum(v.values()) / len(v):.2f}" for abbr, v in by_model.items() if v)
+    return {"mean_score": mean, "scores": by_model, "models": models, "by_fingerprint": by_fp}
 
 
 def _print_table(report: dict) -> None:
