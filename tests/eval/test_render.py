@@ -208,3 +208,27 @@ stages:
         load_chain(chain)
     text = "\n".join(p.render() for p in exc.value.problems)
     assert "partition only apply to kind: slurm" in text and "must be a .jsonl or .csv file" in text
+
+
+def test_default_models_include_the_finetuned_model_with_its_fingerprint(tmp_path, write_chain):
+    from internlm_chain.chain.artifacts import HFModel
+    from internlm_chain.stages.eval.resolve import resolve
+
+    base = fake_model(tmp_path, "base")
+    sft = fake_model(tmp_path, "sft")
+    mcq_file(tmp_path)
+    chain = write_chain(f"""
+name: c
+device: cpu
+model: {{path: {base}}}
+stages:
+  finetune: {{enabled: false}}
+  eval: {{custom: [{{path: {tmp_path}/quiz.jsonl}}]}}
+""")
+    loaded = load_chain(chain)
+    planner = Planner(loaded, {"finetune.model": HFModel(path=str(sft), fingerprint="sha256:ft")})
+    ctx = planner.context("eval")
+    ctx.inputs = {"finetune.model": planner.artifacts["finetune.model"]}  # as when finetune is enabled
+    plan = resolve(ctx)
+    assert [(m.abbr, m.path, m.fingerprint, m.source) for m in plan.models] == [
+        ("base", str(base), "", "chain model.path"), ("finetuned", str(sft), "sha256:ft", "finetune.model")]

@@ -157,18 +157,22 @@ def resolve(ctx: StageContext, problems: list[Problem] | None = None) -> EvalPla
     models: list[ResolvedModel] = []
 
     if s.models is None:
-        entries = []
+        entries = []  # (path, source, abbr, adapter)
         if chain.model.path:
-            entries.append((chain.model.path, "chain model.path", "base"))
-        ft = ctx.inputs.get("finetune.model")
+            entries.append((chain.model.path, "chain model.path", "base", None))
+        ft, ft_adapter = ctx.inputs.get("finetune.model"), ctx.inputs.get("finetune.adapter")
         if ft is not None:
-            entries.append((ft.path, "finetune.model", "finetuned"))
-        for path, source, default_abbr in entries:
+            entries.append((ft.path, "finetune.model", "finetuned", None))
+        elif ft_adapter is not None and chain.model.path:  # LoRA without a merged model: base + adapter
+            entries.append((chain.model.path, "finetune.adapter", "finetuned", ft_adapter))
+        for path, source, default_abbr, adapter in entries:
             full = _abs(ctx, path)
+            fp_path = adapter.path if adapter is not None else path
             models.append(ResolvedModel(
                 abbr=_unique(default_abbr, taken), kind="hf_chat", path=full,
-                tokenizer=_abs(ctx, chain.model.tokenizer) if source.startswith("chain") and chain.model.tokenizer
-                else None, num_gpus=gpus, fingerprint=fingerprints.get(path, ""), source=source))
+                tokenizer=_abs(ctx, chain.model.tokenizer) if chain.model.tokenizer and source != "finetune.model"
+                else None, adapter=adapter.path if adapter is not None else None, num_gpus=gpus,
+                fingerprint=fingerprints.get(fp_path, ""), source=source))
     else:
         for i, m in enumerate(s.models):
             full = _abs(ctx, m.path)
