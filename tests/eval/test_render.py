@@ -232,3 +232,21 @@ stages:
     plan = resolve(ctx)
     assert [(m.abbr, m.path, m.fingerprint, m.source) for m in plan.models] == [
         ("base", str(base), "", "chain model.path"), ("finetuned", str(sft), "sha256:ft", "finetune.model")]
+
+
+def test_endpoint_key_is_read_from_the_environment_at_load_time(tmp_path, write_chain, monkeypatch):
+    monkeypatch.setenv("MY_EVAL_KEY", "sk-secret-value")
+    fake_model(tmp_path, "tok")
+    mcq_file(tmp_path)
+    chain = write_chain(f"""
+name: c
+device: cpu
+stages:
+  eval:
+    endpoints: [{{url: "http://127.0.0.1:8000", served_name: x, api_key_env: MY_EVAL_KEY,
+                  tokenizer_path: {tmp_path}/tok}}]
+    custom: [{{path: {tmp_path}/quiz.jsonl}}]
+""")
+    text, _ = plan_text(chain)
+    assert "key='{{$MY_EVAL_KEY:EMPTY}}'" in text and "sk-secret-value" not in text
+    assert "openai_api_base='http://127.0.0.1:8000/v1'" in text  # a bare server address means its /v1 API

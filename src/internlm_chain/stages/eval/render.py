@@ -56,7 +56,8 @@ def _call(name: str, fields: dict, indent: int = 4) -> str:
 
 def model_fields(m: ResolvedModel, max_out_len: int, batch_size: int) -> dict:
     if m.kind == "api":
-        key = f"{{{{${m.api_key_env}}}}}" if m.api_key_env else "EMPTY"
+        # mmengine substitutes `{{$NAME:default}}` at load time, so the key never appears in our files
+        key = f"{{{{${m.api_key_env}:EMPTY}}}}" if m.api_key_env else "EMPTY"
         return {
             "type": Code("OpenAISDK"), "abbr": m.abbr, "path": m.path, "openai_api_base": m.url, "key": key,
             "tokenizer_path": m.tokenizer, "max_seq_len": m.max_seq_len, "query_per_second": m.query_per_second,

@@ -124,7 +124,9 @@ class EvalSettings(StageSettings):
                           "<name>/. Required for built-in datasets; nothing is ever downloaded.")
     custom: list[CustomDataset] = Field(default_factory=list, description="Your own jsonl/csv datasets.")
     limit: int | None = Field(None, ge=1, description="Evaluate only the first N rows of every dataset.")
-    max_out_len: int = Field(256, ge=1, description="Max new tokens per generated answer.")
+    max_out_len: int | None = Field(
+        None, ge=1, description="Max new tokens per generated answer. When set it overrides the built-in "
+                                "configs' own lengths too; default: 256 for models, built-ins keep theirs.")
     batch_size: int = Field(8, ge=1)
     runner: EvalRunner = Field(default_factory=EvalRunner)
     work_dir: str | None = Field(None, description="OpenCompass work dir. Default: <stage dir>/opencompass.")
