@@ -153,8 +153,11 @@ class EvalStage(Stage):
         preflight = Job(name="preflight", argv=[*py, str(WORKERS / "eval_preflight.py"), str(p["config"])],
                         files={str(p["config"]): config, str(p["plan"]): json.dumps(plan_doc, indent=2) + "\n"},
                         description="check datasets are local and endpoints answer", **common)
+        # `-r latest` resumes an interrupted run (finished predictions are kept). Only in our own work dir:
+        # the runner wipes it when the configuration changes, a user's work_dir may hold other runs.
+        reuse = [] if s.work_dir else ["-r", "latest"]
         run = Job(name="opencompass",
-                  argv=[*py, "-m", "opencompass.cli.main", str(p["config"]), "-w", str(p["work"]), "-r", "latest"],
+                  argv=[*py, "-m", "opencompass.cli.main", str(p["config"]), "-w", str(p["work"]), *reuse],
                   resources=Resources(gpus_per_node=gpus if s.runner.kind == "local" else 0),
                   expected_outputs=[str(p["work"])],
                   description=f"{len(plan.models)} model(s) × {len(plan.datasets)} dataset(s), "
