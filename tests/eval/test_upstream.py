@@ -67,8 +67,10 @@ stages:
     assert all(r["delta"] == 0 for r in json.loads(cmp.stdout))
 
 
-def test_endpoint_with_scripted_openai_server_flags_form(tiny_models, mcq_jsonl, tmp_path):
-    """`ichain eval --endpoint …` against a real HTTP server: scripted right answers score 100."""
+def test_endpoint_with_scripted_openai_server_flags_form(tiny_models, mcq_jsonl, tmp_path, monkeypatch):
+    """`ichain eval --endpoint …` against a real HTTP server: scripted right answers score 100; the API
+    key travels from the environment to the server and is never left in the run's files."""
+    monkeypatch.setenv("EVAL_TEST_KEY", "sk-test-4242")
     rows = [json.loads(line) for line in mcq_jsonl.read_text().splitlines()]
     answers = {r["question"]: r["answer"] for r in rows}
 
@@ -81,7 +83,9 @@ def test_endpoint_with_scripted_openai_server_flags_form(tiny_models, mcq_jsonl,
     with OpenAIServer(model="tiny-chat", reply=reply) as srv:
         res = ichain("eval", "--endpoint", srv.base_url, "--served-name", "tiny-chat", "--tokenizer",
                      str(tiny_models[0]), "--custom", str(mcq_jsonl), "--limit", "3", "--device", "cpu",
-                     "--runtime-python", str(runtime_python("opencompass")), "-o", str(tmp_path / "ep"))
+                     "--runtime-python", str(runtime_python("opencompass")), "-o", str(tmp_path / "ep"),
+                     "--api-key-env", "EVAL_TEST_KEY")
+        auth = list(srv.auth)
         asked = [r["messages"][-1]["content"] for r in srv.requests if "messages" in r]
     assert res.returncode == 0, res.stderr[-4000:]
     report = json.loads((tmp_path / "ep" / "eval" / "report.json").read_text())
@@ -89,6 +93,9 @@ def test_endpoint_with_scripted_openai_server_flags_form(tiny_models, mcq_jsonl,
     assert score[("tiny-chat", "quiz")] == 100.0
     assert len(asked) == 3 and all("Question:" in q for q in asked)
     assert (tmp_path / "ep" / "eval-chain.yaml").exists()
+    assert auth and set(auth) == {"Bearer sk-test-4242"}
+    leaked = [p for p in (tmp_path / "ep").rglob("*") if p.is_file() and b"sk-test-4242" in p.read_bytes()]
+    assert leaked == []
 
 
 def test_unreachable_endpoint_fails_clearly(tiny_models, mcq_jsonl, tmp_path):

@@ -31,6 +31,7 @@ class OpenAIServer:
         self._turn = 0
         self._lock = threading.Lock()
         self.requests: list[dict] = []
+        self.auth: list[str | None] = []  # the Authorization header of each POST
         self._httpd = ThreadingHTTPServer((host, port), self._handler())
         self._httpd.daemon_threads = True
         self._thread: threading.Thread | None = None
@@ -105,6 +106,7 @@ class OpenAIServer:
                     return
                 with server._lock:
                     server.requests.append(body)
+                    server.auth.append(self.headers.get("Authorization"))
                 route = self.path.rstrip("/")
                 if route not in ("/v1/chat/completions", "/v1/completions"):
                     self._send(404, {"error": {"message": f"no route {self.path}"}})

@@ -25,6 +25,7 @@ def eval_(
                                         "http://127.0.0.1:23333/v1 (repeatable; pair with --served-name)."),
     served_names: list[str] = typer.Option(None, "--served-name", help="Model name the endpoint serves."),
     tokenizer: str = typer.Option(None, "--tokenizer", help="Local tokenizer for endpoints (token counting)."),
+    api_key_env: str = typer.Option(None, "--api-key-env", help="Environment variable holding the endpoints' key."),
     datasets: str = typer.Option(None, "--datasets", help="Built-in configs, comma-separated: gsm8k_gen,ceval_gen."),
     data_dir: str = typer.Option(None, "--data-dir", help="Local OpenCompass data root (holds data/<name>/)."),
     custom: list[str] = typer.Option(None, "--custom", help="A custom .jsonl/.csv dataset (repeatable)."),
@@ -53,7 +54,7 @@ def eval_(
 
     chain_file = chain_from_flags(
         models=models or [], model_type=model_type, endpoints=endpoints or [], served_names=served_names or [],
-        tokenizer=tokenizer, datasets=datasets, data_dir=data_dir, custom=custom or [], limit=limit,
+        tokenizer=tokenizer, api_key_env=api_key_env, datasets=datasets, data_dir=data_dir, custom=custom or [], limit=limit,
         max_out_len=max_out_len, batch_size=batch_size, device=device, output=output or Path("runs/eval"),
         python=python, dry_run=dry_run)
     loaded = load_chain(chain_file, sets or [])

@@ -16,7 +16,7 @@ from internlm_chain.errors import ChainError, Problem
 
 
 def chain_from_flags(*, models: list[str], model_type: str, endpoints: list[str], served_names: list[str],
-                     tokenizer: str | None, datasets: str | None, data_dir: str | None, custom: list[str],
+                     tokenizer: str | None, api_key_env: str | None, datasets: str | None, data_dir: str | None, custom: list[str],
                      limit: int | None, max_out_len: int | None, batch_size: int | None, device: str | None,
                      output: Path, python: str | None, dry_run: bool) -> Path:
     if model_type not in ("chat", "base"):
@@ -35,8 +35,10 @@ def chain_from_flags(*, models: list[str], model_type: str, endpoints: list[str]
     out = Path(absolute(str(output)))
     stage: dict = {"models": [{"path": absolute(m), "type": model_type} for m in models]}
     if endpoints:
-        stage["endpoints"] = [{"url": u, "served_name": n, **({"tokenizer_path": absolute(tokenizer)} if tokenizer else {})}
-                              for u, n in zip(endpoints, served_names, strict=True)]
+        extra: dict = {"tokenizer_path": absolute(tokenizer)} if tokenizer else {}
+        if api_key_env:
+            extra["api_key_env"] = api_key_env
+        stage["endpoints"] = [{"url": u, "served_name": n, **extra} for u, n in zip(endpoints, served_names, strict=True)]
     names = [d.strip() for d in (datasets or "").split(",") if d.strip()]
     if names:
         stage["datasets"] = names

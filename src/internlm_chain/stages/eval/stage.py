@@ -177,7 +177,7 @@ class EvalStage(Stage):
         run = latest_run(p["work"])
         if run is None:
             raise StageFailed(Problem("OpenCompass wrote no results folder", hint=f"log: {log_path}"))
-        _scrub_keys(run, plan_doc)
+        _scrub_keys(ctx.out_dir, run, plan_doc)
         scores, failures = collect_scores(run, plan_doc, driver_log)
         if failures:
             raise StageFailed([Problem("eval: " + f.render()) for f in failures])
@@ -228,19 +228,21 @@ def _last_run_text(log: Path) -> str:
     return text[idx:] if idx >= 0 else text
 
 
-def _scrub_keys(run: Path, plan_doc: dict) -> None:
-    """OpenCompass dumps the resolved config (API keys included) into <run>/configs: blank the keys."""
+def _scrub_keys(out_dir: Path, run: Path, plan_doc: dict) -> None:
+    """OpenCompass resolves `{{$KEY_ENV:…}}` and then dumps the config (key included) into <run>/configs
+    and prints it into logs: blank the keys in those files."""
     keys = [os.environ[m["api_key_env"]] for m in plan_doc["models"]
-            if m.get("api_key_env") and os.environ.get(m["api_key_env"])]
+            if m.get("api_key_env") and len(os.environ.get(m["api_key_env"], "")) >= 4]
     if not keys:
         return
-    for f in (run / "configs").glob("*.py"):
-        text = f.read_text(encoding="utf-8")
-        new = text
+    files = [*run.glob("configs/*.py"), *run.glob("logs/**/*.out"), *out_dir.glob("logs/*.log")]
+    for f in files:
+        data = f.read_bytes()
+        new = data
         for key in keys:
-            new = new.replace(key, "***")
-        if new != text:
-            f.write_text(new, encoding="utf-8")
+            new = new.replace(key.encode(), b"***")
+        if new != data:
+            f.write_bytes(new)
 
 
 def _metrics(report: dict) -> dict:
