@@ -16,7 +16,7 @@ import re
 
 import numpy as np
 
-from .minhash import OPHMinHash, band_keys, similarity
+from .minhash import OPHMinHash, band_keys_many, similarity
 
 _FOLD = re.compile(r"[\W_]+")
 PAIR_CHUNK = 1 << 20
@@ -60,8 +60,7 @@ class NearCollector:
 
     def save(self, prefix: str) -> None:
         sigs = np.stack(self.sigs) if self.sigs else np.zeros((0, self.mh.k), dtype=np.uint64)
-        keys = np.stack([band_keys(s, self.bands) for s in sigs]) if len(sigs) else \
-            np.zeros((0, self.bands), dtype=np.uint64)
+        keys = band_keys_many(sigs, self.bands)
         np.save(prefix + ".sig.npy", sigs)
         np.save(prefix + ".keys.npy", keys)
 
@@ -175,7 +174,8 @@ def _gather(sig_mmaps, offsets: np.ndarray, idx: np.ndarray) -> np.ndarray:
     out = np.empty((len(idx), sig_mmaps[0].shape[1] if sig_mmaps else 0), dtype=np.uint64)
     for s in np.unique(shard):
         sel = shard == s
-        out[sel] = sig_mmaps[s][idx[sel] - offsets[s]]
+        # fancy indexing through np.memmap's __getitem__ is ~10x slower than through a plain view
+        out[sel] = np.asarray(sig_mmaps[s])[idx[sel] - offsets[s]]
     return out
 
 
