@@ -20,7 +20,8 @@ pytestmark = [pytest.mark.upstream, pytest.mark.slurm]
 
 def _run(cluster, out: Path, corpus: Path):
     cfg = {"out_dir": str(out), "inputs": [str(corpus)], "workers": 2, "executor": "slurm",
-           "outputs": ["clean", "xtuner"], "slurm": {"partition": "debug", "time": "00:10:00"}}
+           "outputs": ["clean", "xtuner"], "slurm": {"partition": "debug", "time": "00:10:00"},
+           "keep_work": True}  # keep the pass files, so a finished run can play an interrupted one
     out.mkdir(parents=True, exist_ok=True)
     (out / "pipeline.json").write_text(json.dumps(cfg))
     env = {**cluster.env, "PYTHONPATH": str(WORKERS), "MPLBACKEND": "Agg"}
