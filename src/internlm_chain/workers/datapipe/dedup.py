@@ -5,7 +5,8 @@ Out of core: each shard writes its keys to .npy files; the decision reads one ba
 corpora, one key-range partition of it) at a time, spills candidate pairs to disk, then verifies
 them against the stored signatures and joins clusters with a union-find over dense document
 indices. Peak memory: 8 bytes x documents (union-find) + 16 bytes x documents / partitions (one
-band partition) + one pair chunk; signatures stay on disk (memory-mapped).
+band partition) + one pair chunk (16 MiB) + 64 MiB of gathered signatures while verifying;
+signatures stay on disk (memory-mapped).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from .minhash import OPHMinHash, band_keys_many, similarity
 
 _FOLD = re.compile(r"[\W_]+")
 PAIR_CHUNK = 1 << 20
+VERIFY_CHUNK = 1 << 15  # 64 MiB of gathered signatures
 MEM_BUDGET = 512 << 20
 
 
@@ -188,9 +190,14 @@ def cluster(key_files: list[str], offsets: np.ndarray, dropped: np.ndarray, spil
     for path in _candidate_pairs(key_files, offsets, dropped, spill_dir, partitions):
         pairs = np.unique(np.load(path), axis=0)
         if sig_mmaps is not None and len(pairs):
-            a = _gather(sig_mmaps, offsets, pairs[:, 0])
-            b = _gather(sig_mmaps, offsets, pairs[:, 1])
-            pairs = pairs[similarity(a, b) >= threshold]
+            # verified in slices: two gathered signature rows cost 2 KB per pair
+            keep = np.zeros(len(pairs), dtype=bool)
+            for i in range(0, len(pairs), VERIFY_CHUNK):
+                part = pairs[i:i + VERIFY_CHUNK]
+                a = _gather(sig_mmaps, offsets, part[:, 0])
+                b = _gather(sig_mmaps, offsets, part[:, 1])
+                keep[i:i + VERIFY_CHUNK] = similarity(a, b) >= threshold
+            pairs = pairs[keep]
         for x, y in pairs.tolist():
             uf.union(x, y)
         os.remove(path)
