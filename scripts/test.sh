@@ -14,9 +14,17 @@ if ! command -v slurmctld >/dev/null 2>&1 || ! command -v slurmd >/dev/null 2>&1
   fi
 fi
 
+# Debian's Chromium renders `ichain report` pages in tests/unit/test_report.py (best effort too).
+if ! command -v chromium >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
+  echo "== apt-get install chromium (for the report test)"
+  { apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium; } >/dev/null 2>&1 \
+    || echo "note: could not install chromium; the report rendering test will skip" >&2
+fi
+
 echo "== ruff"
 ruff check src tests scripts
 
+R="${ICHAIN_TEST_RUNTIMES-data xtuner opencompass agent serve-cpu internevo}"; [ -z "$R" ] || ichain env sync --missing-ok $R  # runtimes the upstream tests use ("" = none)
 echo "== pytest"
 set +e
 python -m pytest -q "$@"

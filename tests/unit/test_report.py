@@ -9,8 +9,8 @@ import zlib
 from pathlib import Path
 
 import pytest
-from helpers import run_cli
 
+from helpers import run_cli
 from internlm_chain.chain.artifacts import EvalReport, HFModel
 from internlm_chain.chain.manifest import Manifest, StageRecord
 
