@@ -150,3 +150,8 @@ def test_bad_references(write_chain, ref, expect):
     found = problems(path)
     assert any(expect in p.message for p in found), [p.render() for p in found]
     assert all(p.line == 6 for p in found)
+
+
+def test_control_characters_are_a_clean_yaml_error(write_chain):
+    [p] = problems(write_chain("name: demo\x0c\n"))
+    assert "invalid YAML" in p.message and "special characters" in p.message

@@ -7,9 +7,9 @@ Stages submitted to Slurm (`slurm.wait: false`) are looked up in Slurm: still qu
 from __future__ import annotations
 
 from internlm_chain.chain.manifest import StageRecord
-from internlm_chain.chain.workdir_lock import _alive
 from internlm_chain.config.loader import LoadedChain
 from internlm_chain.errors import ChainError
+from internlm_chain.procs import pid_alive
 
 
 def _slurm_row(rec: StageRecord, row: dict, chain_file: str) -> None:
@@ -48,7 +48,7 @@ def chain_status(loaded: LoadedChain) -> list[dict]:
         if rec is not None:
             row["duration_s"] = rec.duration_s
             row["state"] = rec.state
-            if rec.state == "running" and rec.pid and not _alive(rec.pid):
+            if rec.state == "running" and rec.pid and not pid_alive(rec.pid):
                 row["state"], row["detail"] = "interrupted", f"process {rec.pid} is gone"
             elif rec.state == "running":
                 row["detail"] = f"pid {rec.pid}"

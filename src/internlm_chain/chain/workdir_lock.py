@@ -7,22 +7,7 @@ import socket
 from pathlib import Path
 
 from internlm_chain.errors import ChainError, Problem
-
-
-def _alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as fh:  # a zombie still answers kill(0)
-            return fh.read().split(")")[-1].split()[0] != "Z"
-    except FileNotFoundError:
-        return False
-    except OSError:
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return False
-        except PermissionError:
-            return True
-        return True
+from internlm_chain.procs import pid_alive
 
 
 class WorkdirLock:
@@ -38,7 +23,7 @@ class WorkdirLock:
                 fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
             except FileExistsError:
                 holder = self._holder()
-                if holder and holder[1] == socket.gethostname() and not _alive(holder[0]):
+                if holder and holder[1] == socket.gethostname() and not pid_alive(holder[0]):
                     self.path.unlink(missing_ok=True)  # stale: its process is gone
                     continue
                 who = f"pid {holder[0]} on {holder[1]}" if holder else "another process"

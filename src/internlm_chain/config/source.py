@@ -76,8 +76,9 @@ def _record(node: yaml.Node, value: Any, path: Path_, file: str, out: dict[Path_
 
 def parse_yaml(text: str, file: str) -> Located:
     """Parse one YAML document; empty documents become `{}`."""
-    loader = _UniqueKeyLoader(text)
+    loader = None
     try:
+        loader = _UniqueKeyLoader(text)  # the reader already rejects non-printable characters here
         node = loader.get_single_node()
         if node is None:
             return Located({}, {(): Location(file, 1)})
@@ -90,7 +91,8 @@ def parse_yaml(text: str, file: str) -> Located:
     except yaml.YAMLError as exc:
         raise ChainError(Problem(f"invalid YAML: {exc}", file=file)) from None
     finally:
-        loader.dispose()
+        if loader is not None:
+            loader.dispose()
     locations: dict[Path_, Location] = {}
     _record(node, data, (), file, locations)
     return Located(data, locations)

@@ -6,9 +6,8 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from internlm_chain.config.base import RuntimeSpec
-
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # pydantic stays unimported on the `ichain env` paths that need no chain file
+    from internlm_chain.config.base import RuntimeSpec
     from internlm_chain.config.loader import LoadedChain
 
 
@@ -35,15 +34,46 @@ def interpreter_argv(chain: LoadedChain, stage: str, runtime: str, device: str) 
         return [spec.python]
     python = str(env_dir(runtime, chain) / "bin" / "python")
     if spec and spec.image:
-        if spec.engine == "docker":
-            return ["docker", "run", "--rm", "--network", "host", "-v", f"{chain.workdir}:{chain.workdir}",
-                    "-w", str(chain.workdir), spec.image, "python"]
-        nv = ["--nv"] if device == "cuda" else []
-        return ["apptainer", "exec", *nv, "--bind", str(chain.workdir), spec.image, "python"]
+        return image_argv(spec.image, spec.engine, chain.workdir, device)
     return [python]
 
 
+PACKAGE_DIR = Path(__file__).resolve().parents[1]  # workers/ and templates/ run from here
+
+
+def image_argv(image: str, engine: str, workdir: Path, device: str) -> list[str]:
+    """`python` inside a container that sees the workdir and this package's worker scripts (same paths)."""
+    binds = [str(workdir), f"{PACKAGE_DIR}:{PACKAGE_DIR}:ro"]
+    if engine == "docker":
+        gpus = ["--gpus", "all"] if device == "cuda" else []
+        # --ipc host: PyTorch data loaders and NCCL need more shared memory than docker's 64 MB default
+        return ["docker", "run", "--rm", "--network", "host", "--ipc", "host", *gpus,
+                "-v", f"{workdir}:{workdir}", "-v", binds[1], "-w", str(workdir), image, "python"]
+    nv = ["--nv"] if device == "cuda" else []
+    return ["apptainer", "exec", *nv, "--bind", ",".join(binds), image, "python"]
+
+
+def wrap_job_env(argv: list[str], env: dict[str, str], cwd: str | None = None) -> list[str]:
+    """For a `docker run` argv: pass the job's env keys through (`-e KEY`) and run in its cwd.
+
+    Docker, unlike Apptainer, neither inherits the caller's environment nor its working directory, so
+    a launcher starting a Job whose argv begins with `docker run` calls this with the Job's env and cwd.
+    """
+    if argv[:2] != ["docker", "run"]:
+        return list(argv)
+    head, rest = argv[:2], list(argv[2:])
+    if cwd and "-w" in rest:
+        rest[rest.index("-w") + 1] = str(cwd)
+    return [*head, *[a for k in sorted(env) for a in ("-e", k)], *rest]
+
+
 LOCKS_DIR = Path(__file__).parent / "locks"
+
+
+def locks_root() -> Path:
+    """The shipped locks, or $ICHAIN_LOCKS_DIR (to try a lock before shipping it, and for tests)."""
+    override = os.environ.get("ICHAIN_LOCKS_DIR")
+    return Path(override).expanduser().resolve() if override else LOCKS_DIR
 
 
 def variant_for(chain: LoadedChain | None, device: str, spec: RuntimeSpec | None = None) -> str:
@@ -56,8 +86,9 @@ def variant_for(chain: LoadedChain | None, device: str, spec: RuntimeSpec | None
 
 def lock_file(runtime: str, variant: str) -> Path:
     """The lock shipped for `runtime`; a runtime without a CUDA-specific lock uses its CPU one."""
-    exact = LOCKS_DIR / f"{runtime}-{variant}.txt"
-    return exact if exact.exists() else LOCKS_DIR / f"{runtime}-cpu.txt"
+    root = locks_root()
+    exact = root / f"{runtime}-{variant}.txt"
+    return exact if exact.exists() else root / f"{runtime}-cpu.txt"
 
 
 def lock_hash(chain: LoadedChain, stage: str, runtime: str, device: str) -> str:

@@ -16,6 +16,7 @@ from internlm_chain.chain.artifacts import Artifact, Endpoint, QuantizedModel
 from internlm_chain.chain.fingerprint import stable_hash
 from internlm_chain.chain.job import Job, Resources
 from internlm_chain.errors import Problem, StageFailed
+from internlm_chain.procs import pid_alive
 from internlm_chain.stages.base import JobResult, Stage, StageContext
 from internlm_chain.stages.deploy import render, service
 from internlm_chain.stages.deploy.render import LOOPBACK, Resolved
@@ -207,7 +208,7 @@ class DeployStage(Stage):
         ports = set()
         for f in service.state_files(service.services_dir(ctx.chain.workdir)):
             for svc in (service.read_state(f) or {}).get("services", []):
-                if service.pid_alive(svc.get("pid")):
+                if pid_alive(svc.get("pid")):
                     try:
                         ports.add(int(svc["url"].rsplit(":", 1)[1]))
                     except (KeyError, ValueError, IndexError):
