@@ -24,7 +24,7 @@ fi
 echo "== ruff"
 ruff check src tests scripts
 
-R="${ICHAIN_TEST_RUNTIMES-data xtuner opencompass agent serve-cpu internevo}"; [ -z "$R" ] || ichain env sync --missing-ok $R  # runtimes the upstream tests use ("" = none)
+R="${ICHAIN_TEST_RUNTIMES-data xtuner opencompass agent serve-cpu internevo lmdeploy}"; [ -z "$R" ] || ichain env sync --missing-ok $R  # runtimes the upstream tests use ("" = none)
 echo "== pytest"
 set +e
 python -m pytest -q "$@"

@@ -65,3 +65,18 @@ def runtime_python(name: str) -> Path:
         pytest.fail(f"runtime '{name}' is not synced ({python} missing): run `ichain env sync {name}` "
                     "(scripts/test.sh does)")
     return python
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory) -> Path:
+    """A tiny random Llama model + tokenizer (ChatML template), built once per session in the xtuner runtime
+    (its transformers is the oldest that reads the model; see workers/tiny_model.py)."""
+    import subprocess
+
+    out = tmp_path_factory.mktemp("tiny-model") / "model"
+    worker = REPO / "src" / "internlm_chain" / "workers" / "tiny_model.py"
+    res = subprocess.run([str(runtime_python("xtuner")), str(worker), str(out)], capture_output=True, text=True, timeout=300)
+    if res.returncode != 0:
+        pytest.fail(f"tiny_model.py failed:\n{res.stdout}\n{res.stderr}", pytrace=False)
+    assert (out / "config.json").is_file()
+    return out

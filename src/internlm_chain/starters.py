@@ -13,3 +13,10 @@ def available_templates() -> list[str]:
 
 def template_text(name: str) -> str:
     return (CONFIGS / f"{name}.yaml").read_text(encoding="utf-8")
+
+
+def template_files(name: str) -> list[Path]:
+    """The files under configs/data/ that a starter chain refers to (copied next to it by `ichain init`)."""
+    text = template_text(name)
+    data = CONFIGS / "data"
+    return sorted(p for p in data.glob("*") if p.is_file() and f"data/{p.name}" in text) if data.is_dir() else []

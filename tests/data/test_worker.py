@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -16,24 +17,82 @@ WORKERS = REPO / "src" / "internlm_chain" / "workers"
 pytestmark = pytest.mark.upstream
 
 CHECKS = ["zh_rules_keep_normal_chinese", "mixed_zh_en_is_zh", "pii_masking", "blocklist_and_review",
-          "near_dedup_zh_en", "bin_format_roundtrip", "fasttext_classifier_hook", "extract_html"]
+          "near_dedup_zh_en", "bin_format_roundtrip", "extract_html"]
 
 
 def _env():
     return {**os.environ, "PYTHONPATH": str(WORKERS), "TOKENIZERS_PARALLELISM": "false", "MPLBACKEND": "Agg"}
 
 
-# fasttext-numpy2 0.10.x (the runtime's fastText) predicts fine but its training hits "Encountered NaN"
-# on this machine, so the tiny model this check trains cannot be built yet: tracked, not hidden.
-_TRAIN_BROKEN = pytest.mark.xfail(reason="fasttext-numpy2 train_supervised -> NaN", strict=False)
-
-
-@pytest.mark.parametrize("name", [pytest.param(c, marks=_TRAIN_BROKEN) if c == "fasttext_classifier_hook" else c
-                                  for c in CHECKS])
-def test_step(name, tmp_path):
+def _check(name: str, tmp_path: Path) -> None:
     res = subprocess.run([str(runtime_python("data")), str(Path(__file__).parent / "worker_checks.py"), name,
                           str(tmp_path)], capture_output=True, text=True, env=_env())
     assert res.returncode == 0, res.stdout + res.stderr
+
+
+@pytest.mark.parametrize("name", CHECKS)
+def test_step(name, tmp_path):
+    _check(name, tmp_path)
+
+
+def _uv_env() -> dict:
+    """uv does not read pip's configuration: hand it the local wheel folders pip is configured with."""
+    env = dict(os.environ)
+    res = subprocess.run([sys.executable, "-m", "pip", "config", "list"], capture_output=True, text=True)
+    conf = dict(line.split("=", 1) for line in res.stdout.splitlines() if "=" in line)
+    links = conf.get("global.find-links", "").strip("'\"")
+    extra = conf.get("global.extra-index-url", "").strip("'\"")
+    if links and "UV_FIND_LINKS" not in env:
+        env["UV_FIND_LINKS"] = links
+    if extra and "UV_EXTRA_INDEX_URL" not in env:
+        env["UV_EXTRA_INDEX_URL"] = extra
+        env.setdefault("UV_INDEX_STRATEGY", "unsafe-best-match")
+    return env
+
+
+@pytest.fixture(scope="module")
+def quality_model(tmp_path_factory) -> Path:
+    """A tiny fastText model trained in a throwaway venv (fasttext-wheel + numpy<2): the runtime's
+    fasttext-numpy2 cannot train here ("Encountered NaN"), but it loads and predicts this .bin."""
+    uv = shutil.which("uv") or str(Path(sys.executable).parent / "uv")
+    if not Path(uv).exists():
+        pytest.skip("uv is needed to build the throwaway fastText training venv")
+    tmp = tmp_path_factory.mktemp("fasttext")
+    venv = tmp / "venv"
+    env = _uv_env()
+    for argv in ([uv, "venv", "-q", "-p", str(runtime_python("data")), str(venv)],
+                 [uv, "pip", "install", "-q", "--python", str(venv / "bin" / "python"), "fasttext-wheel",
+                  "numpy<2"]):
+        res = subprocess.run(argv, capture_output=True, text=True, env=env)
+        assert res.returncode == 0, res.stderr
+    model = tmp / "q.bin"
+    res = subprocess.run([str(venv / "bin" / "python"), str(Path(__file__).parent / "train_fasttext.py"), str(model)],
+                         capture_output=True, text=True, env=_env())
+    assert res.returncode == 0 and model.exists(), res.stderr
+    return model
+
+
+def test_fasttext_classifier_hook(quality_model, tmp_path):
+    shutil.copy(quality_model, tmp_path / "q.bin")
+    _check("fasttext_classifier_hook", tmp_path)
+
+
+def test_classifier_step_in_a_pipeline_run(quality_model, tmp_path):
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    good = [{"id": f"g{i}", "text": f"The team {w} published a detailed report on the river, and the results "
+             "were encouraging. Most of the data has been made public for the region."}
+            for i, w in enumerate(["quickly", "finally", "again", "recently"])]
+    spam = [{"id": "s0", "text": "buy cheap click now free !!! buy cheap click now free now click buy"}]
+    (corpus / "a.jsonl").write_text("".join(json.dumps(x) + "\n" for x in good + spam))
+    steps = [{"name": "classifier", "params": {"model": str(quality_model), "label": "hq", "threshold": 0.5}}]
+    res = _run_worker(tmp_path / "out", corpus, steps=steps, outputs=["clean"])
+    assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-2000:]
+    clean = [json.loads(line) for f in (tmp_path / "out" / "clean").glob("*.jsonl") for line in f.open()]
+    assert sorted(c["id"] for c in clean) == ["g0", "g1", "g2", "g3"]
+    assert all(c["meta"]["scores"]["quality"] > 0.5 for c in clean)
+    rejects = [json.loads(line) for f in (tmp_path / "out" / "rejects").glob("*.p*.jsonl") for line in f.open()]
+    assert [(r["id"], r["step"]) for r in rejects] == [("s0", "classifier")]
 
 
 def _run_worker(out: Path, corpus: Path, **extra):

@@ -111,24 +111,25 @@ def check_bin_format_roundtrip(tmp):
 
 
 def check_fasttext_classifier_hook(tmp):
-    import fasttext
+    """TMP/q.bin: the tiny quality model (train_fasttext.py), loaded with this runtime's fastText."""
     from datapipe.modelfilter import Classifier
+    from datapipe.steps import build_doc_step
 
-    r = random.Random(1)
-    train = os.path.join(tmp, "train.txt")
-    with open(train, "w", encoding="utf-8") as fh:
-        for _ in range(200):
-            fh.write("__label__hq " + dc.en_sentence(r) + "\n")
-            fh.write("__label__lq " + " ".join(r.choice(["buy", "cheap", "click", "now", "free", "!!!"])
-                                              for _ in range(12)) + "\n")
-    model = fasttext.train_supervised(train, epoch=10, lr=0.1, dim=16, minCount=1, thread=1, verbose=0)
     path = os.path.join(tmp, "q.bin")
-    model.save_model(path)
+    r = random.Random(2)
     clf = Classifier(path, "hq", 0.5)
     good = {"id": "g", "text": dc.document(r, "en"), "meta": {}}
     bad = {"id": "b", "text": "buy cheap click now free !!! buy cheap click now", "meta": {}}
-    assert clf(good) is None and good["meta"]["scores"]["quality"] > 0.5
-    assert clf(bad).startswith("quality")
+    assert clf(good) is None and good["meta"]["scores"]["quality"] > 0.5, good["meta"]
+    assert clf(bad).startswith("quality") and bad["meta"]["scores"]["quality"] < 0.5, bad["meta"]
+    # the same model as the safety step's classifier hook: high P(label) drops, middling goes to review
+    step = build_doc_step({"name": "safety", "params": {"classifier": path, "classifier_label": "__label__lq",
+                                                        "classifier_drop": 0.9, "classifier_review": 0.5,
+                                                        "pii": []}}, ["en"])
+    spam = {"id": "s", "text": "buy cheap click now free !!! buy cheap click now", "meta": {}}
+    assert (step(spam) or "").startswith("unsafe_classifier"), spam["meta"]
+    fine = {"id": "f", "text": dc.document(r, "en"), "meta": {}}
+    assert step(fine) is None and not fine.get("_review")
 
 
 def check_extract_html(tmp):

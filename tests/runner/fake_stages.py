@@ -82,7 +82,19 @@ class NeedsRuntimeStage(EchoStage):
         return [job.model_copy(update={"argv": [*ctx.python("xtuner"), *job.argv[1:]], "runtime": "xtuner"})]
 
 
+class ServiceStage(EchoStage):
+    """Like deploy: its output is a running service; FAKE_SERVICE_DOWN=1 says the service has stopped."""
+
+    service = True
+
+    def is_current(self, ctx, record):
+        import os
+
+        return not os.environ.get("FAKE_SERVICE_DOWN")
+
+
 ECHO = EchoStage()
+SERVICE = ServiceStage(("finetune",))
 NEEDS_DATA = EchoStage(("data",))
 NEEDS_PRETRAIN = EchoStage(("pretrain",))
 NEEDS_FINETUNE = EchoStage(("finetune",))

@@ -131,3 +131,22 @@ def test_bad_plugin_names_the_field(fake_chain):
     assert proc.returncode == 2
     assert "chain.yaml:" in proc.stderr and "stages.data.plugin" in proc.stderr
     assert "NO_SUCH_THING" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_stopped_service_restarts_only_when_a_consumer_must_run(fake_chain):
+    from runner_helpers import GRAPH, attempts
+
+    chain = fake_chain({**GRAPH, "deploy": "SERVICE", "eval": "ECHO"})
+    wd = chain.parent / "wd"
+    assert ichain("run", chain, "--json").returncode == 0
+    down = {"FAKE_SERVICE_DOWN": "1"}
+    again = ichain("run", chain, "--json", env=down)
+    assert again.returncode == 0, again.stderr
+    assert statuses(again)["deploy"] == "up to date (stopped)" and statuses(again)["agent"] == "up to date"
+    assert attempts(wd, "deploy") == 1
+    before = manifest(wd)["stages"]["deploy"]["started"]
+    # the consumer changed: it must run, so the stopped service comes back first
+    changed = ichain("run", chain, "--json", "--set", "stages.agent.max_turns=9", env=down)
+    assert changed.returncode == 0, changed.stderr
+    assert statuses(changed)["deploy"] == "done" and statuses(changed)["agent"] == "done"
+    assert manifest(wd)["stages"]["deploy"]["started"] > before

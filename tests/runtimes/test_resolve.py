@@ -6,7 +6,7 @@ from pathlib import Path
 
 from internlm_chain.config.loader import load_chain
 from internlm_chain.runtimes.resolve import PACKAGE_DIR, interpreter_argv, lock_hash, wrap_job_env
-from internlm_chain.runtimes.state import env_state
+from internlm_chain.runtimes.state import SYNC_FORMAT, env_state
 
 
 def _chain(write_chain, runtime_yaml: str):
@@ -55,5 +55,21 @@ def test_runner_hash_and_sync_record_agree(write_chain, tmp_path, monkeypatch):
     env = tmp_path / "cache" / "envs" / "xtuner"
     (env / "bin").mkdir(parents=True)
     (env / "bin" / "python").symlink_to(Path("/bin/sh"))
-    (env / ".ichain-runtime.json").write_text(f'{{"lock_hash": "{digest}", "variant": "cpu"}}')
+    (env / ".ichain-runtime.json").write_text(f'{{"lock_hash": "{digest}", "variant": "cpu", "format": {SYNC_FORMAT}}}')
     assert env_state("xtuner", "cpu", tmp_path / "cache").synced
+
+
+def test_an_env_from_an_older_sync_format_is_resynced(tmp_path, monkeypatch):
+    locks = tmp_path / "locks"
+    locks.mkdir()
+    (locks / "data-cpu.txt").write_text("six==1.16.0\n")
+    monkeypatch.setenv("ICHAIN_LOCKS_DIR", str(locks))
+    env = tmp_path / "cache" / "envs" / "data"
+    (env / "bin").mkdir(parents=True)
+    (env / "bin" / "python").symlink_to(Path("/bin/sh"))
+    from internlm_chain.runtimes.locks import lock_digest
+
+    digest = lock_digest(locks / "data-cpu.txt")
+    (env / ".ichain-runtime.json").write_text(f'{{"lock_hash": "{digest}", "variant": "cpu"}}')
+    state = env_state("data", "cpu", tmp_path / "cache")
+    assert not state.synced and "older" in state.reason

@@ -90,3 +90,32 @@ def test_serving_falls_back_to_tensor_parallel_then_awq():
 def test_unknown_scenario():
     with pytest.raises(ValueError, match="unknown scenario"):
         recommend("party", S7, 1, 80)
+
+
+def test_cli_writes_a_chain_that_validates(capsys, tmp_path):
+    from helpers import run_cli
+    from internlm_chain.config.loader import load_chain
+
+    out = tmp_path / "chain.yaml"
+    r = run_cli(capsys, "plan", "--scenario", "domain", "--model-size", "7B", "--gpus", "8", "--gpu-mem", "80",
+                "--data-tokens", "50M", "--model-path", "/models/internlm2-7b", "-o", out)
+    assert r.code == 0, r.err
+    loaded = load_chain(out, environ={"DOMAIN_DATA": "/d"})
+    ft = loaded.config.stages.finetune
+    assert (ft.method, ft.mode, ft.deepspeed, ft.launcher.nproc_per_node) == ("full", "sft", "zero2", 8)
+    assert loaded.config.stages.agent is None and loaded.config.model.path == "/models/internlm2-7b"
+    assert "full ZeRO-2" in out.read_text()
+    r = run_cli(capsys, "plan", "-s", "domain", "-m", "7B", "-o", out)
+    assert r.code == 2 and "already exists" in r.err
+
+
+def test_cli_json_and_bad_size(capsys):
+    import json
+
+    from helpers import run_cli
+
+    r = run_cli(capsys, "plan", "-s", "agent", "-m", "20B", "--gpus", "2", "--gpu-mem", "24", "--json")
+    data = json.loads(r.out)
+    assert r.code == 0 and data["stages"] == ["eval", "deploy", "agent"] and data["serve"]["awq"] is True
+    r = run_cli(capsys, "plan", "-s", "chat", "-m", "huge")
+    assert r.code == 2 and "not a model size" in r.err

@@ -123,21 +123,20 @@ class Planner:
         return ctx
 
     def validate_stage(self, stage: str) -> list[Problem]:
+        """The stage's own checks, seeing earlier stages' outputs as they will be (the dry-run's view).
+
+        Call in stage order: the stage's predicted outputs are added for the stages after it, so a whole
+        chain validates before any of it has run.
+        """
         impl = self.impl(stage)
         try:
             ctx = self.context(stage)
         except ChainError as exc:
-            # references to outputs that do not exist yet are fine at validation time
-            if all("does not exist yet" in p.message for p in exc.problems):
-                ctx = self._context_without_references(stage)
-            else:
-                return exc.problems
-        return impl.validate(ctx)
-
-    def _context_without_references(self, stage: str) -> StageContext:
-        ctx = StageContext(chain=self.loaded, stage=stage, device=self.device, out_dir=self.staging_dir(stage))
-        ctx.resolved_settings = getattr(self.config.stages, stage)
-        return ctx
+            return exc.problems
+        problems = impl.validate(ctx)
+        for key, art in self.predicted_outputs(ctx).items():
+            self.artifacts.setdefault(key, art)
+        return problems
 
     def plan(self, stage: str) -> tuple[StageContext, list[Job]]:
         impl = self.impl(stage)

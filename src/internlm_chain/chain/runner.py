@@ -202,7 +202,7 @@ class ChainRunner:
             self.manifest.chain_file = str(self.loaded.path)
             self.manifest.version = __version__
             for i, stage in enumerate(stages):
-                outcomes.append(self._run_stage(stage))
+                outcomes.append(self._run_stage(stage, later=stages[i + 1:]))
                 if outcomes[-1].status == "submitted":  # later stages need its outputs: collect first
                     outcomes += [StageOutcome(s, "waiting") for s in stages[i + 1:]]
                     break
@@ -220,10 +220,31 @@ class ChainRunner:
                 raise ChainError(Problem(f"{stage}: runtime '{runtime}' is not synced ({exe} is missing)",
                                          hint=f"run `ichain env sync {runtime}`"))
 
-    def _run_stage(self, stage: str) -> StageOutcome:
+    def _service_needed(self, stage: str, later: Sequence[str]) -> bool:
+        """Whether a later stage that consumes this service's outputs is going to run."""
+        for other in later:
+            if stage not in self.planner.dependencies(other):
+                continue
+            try:
+                _, _, current = self._prepare(other)
+            except ChainError:
+                return True
+            if not current:
+                return True
+        return False
+
+    def _run_stage(self, stage: str, later: Sequence[str] = ()) -> StageOutcome:
         impl = self.planner.impl(stage)
         ctx, fp, current = self._prepare(stage)
         record = self.manifest.stages.get(stage)
+        if (not current and getattr(impl, "service", False) and not self.force and record is not None
+                and record.state == "done" and record.fingerprint == fp and _outputs_present(record)):
+            # a finished service (e.g. a server stopped after the chain) is restarted only when a
+            # stage that talks to it still has work to do; otherwise a re-run stays a no-op
+            self.planner.artifacts.update({f"{stage}.{k}": a for k, a in record.outputs.items()})
+            if not self._service_needed(stage, later):
+                return StageOutcome(stage, "up to date (stopped)", fp, record.duration_s,
+                                    outputs=dict(record.outputs), metrics=record.metrics)
         if current:
             self.planner.artifacts.update({f"{stage}.{k}": a for k, a in record.outputs.items()})
             return StageOutcome(stage, "up to date", fp, record.duration_s, outputs=dict(record.outputs),
@@ -288,7 +309,7 @@ class ChainRunner:
             if result.log and result.log not in record.logs:
                 record.logs.append(result.log)
             if result.state not in ("done", "submitted"):
-                return self._fail(stage, record, result)
+                return self._fail(stage, record, result, ctx)
         if any(r.state == "submitted" for r in results):
             record.state = "submitted"
             self.manifest.save(self.workdir)
@@ -310,7 +331,7 @@ class ChainRunner:
             result = launcher.follow(job, job_id, quiet=self.quiet)
             results.append(result)
             if result.state != "done":
-                return self._fail(stage, record, result)
+                return self._fail(stage, record, result, ctx)
         record.state = "running"
         self.manifest.save(self.workdir)
         return self._finish(stage, ctx, fp, record, jobs, results)
@@ -347,7 +368,8 @@ class ChainRunner:
         self.planner.artifacts.update({f"{stage}.{k}": a for k, a in published.items()})
         return StageOutcome(stage, "done", fp, record.duration_s, jobs, published, ctx.metrics)
 
-    def _fail(self, stage: str, record: StageRecord, result: JobResult) -> StageOutcome:
+    def _fail(self, stage: str, record: StageRecord, result: JobResult,
+              ctx: StageContext | None = None) -> StageOutcome:
         state = "interrupted" if result.state == "interrupted" else "failed"
         where = f" (slurm job {record.slurm_jobs[-1]})" if record.slurm_jobs else ""
         error = (f"job {result.job.name}{where} was interrupted" if state == "interrupted"
@@ -356,6 +378,11 @@ class ChainRunner:
         if state == "interrupted":
             raise ChainError(Problem(f"{stage}: {error}; re-run to resume", hint=f"log: {result.log}"),
                              exit_code=130)
+        # a stage may know what a failed job means (e.g. which data row broke XTuner's dataset check)
+        explain = getattr(self.planner.impl(stage), "explain_failure", None)
+        explained = explain(ctx, result) if explain is not None and ctx is not None else None
+        if explained is not None:
+            raise StageFailed(explained)
         raise StageFailed(Problem(f"{stage}: {error}", hint=f"log: {result.log}"))
 
 

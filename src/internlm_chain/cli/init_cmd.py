@@ -15,7 +15,7 @@ def init(
     """Write a starter chain file (from the shipped examples) into DIR; never overwrites."""
     from internlm_chain.cli.output import info, out
     from internlm_chain.errors import ChainError, Problem
-    from internlm_chain.starters import available_templates, template_text
+    from internlm_chain.starters import available_templates, template_files, template_text
 
     names = available_templates()
     if list_:
@@ -26,10 +26,15 @@ def init(
         raise ChainError(Problem(f"no starter chain named '{template}'", path="--template",
                                  hint="choose one of: " + ", ".join(names)))
     target = directory / f"{template}.yaml"
-    if target.exists():
-        raise ChainError(Problem(f"{target} already exists; not overwriting it", hint="pick another DIR"))
+    extras = {directory / "data" / f.name: f for f in template_files(template)}
+    for path in (target, *extras):
+        if path.exists():
+            raise ChainError(Problem(f"{path} already exists; not overwriting it", hint="pick another DIR"))
     if directory.exists() and not directory.is_dir():
         raise ChainError(Problem(f"{directory} is not a directory"))
     directory.mkdir(parents=True, exist_ok=True)
     target.write_text(template_text(template), encoding="utf-8")
+    for path, source in extras.items():
+        path.parent.mkdir(exist_ok=True)
+        path.write_bytes(source.read_bytes())
     info(f"wrote {target}; next: ichain config validate {target}")

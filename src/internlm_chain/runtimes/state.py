@@ -12,6 +12,11 @@ from internlm_chain.runtimes.locks import lock_digest, lock_path, variant_of
 MARKER = ".ichain-runtime.json"
 
 
+# 2: bytecode precompiled at sync. Runs may set PYTHONDONTWRITEBYTECODE (CI does), and then every
+#    process recompiles what it imports: XTuner's imports took 20+ s instead of about 5 s.
+SYNC_FORMAT = 2
+
+
 def envs_root(cache: Path) -> Path:
     return Path(cache) / "envs"
 
@@ -68,6 +73,8 @@ def env_state(runtime: str, variant: str, cache: Path, locks_root: Path | None =
         reason = f"{path} exists but was not made by `ichain env sync` (no {MARKER})"
     elif marker.get("lock_hash") != lock_digest(lock):
         reason = f"lock changed since the last sync ({lock.name})"
+    elif marker.get("format", 1) < SYNC_FORMAT:
+        reason = "made by an older `ichain env sync` (without precompiled bytecode)"
     elif not (path / "bin" / "python").exists():
         reason = "its interpreter is gone (the base Python was removed?)"
     else:

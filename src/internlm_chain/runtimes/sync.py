@@ -22,7 +22,7 @@ from pathlib import Path
 
 from internlm_chain.runtimes import pipconf
 from internlm_chain.runtimes.locks import lock_digest, parse_lock, variant_of
-from internlm_chain.runtimes.state import EnvState, env_state, envs_root, write_marker
+from internlm_chain.runtimes.state import SYNC_FORMAT, EnvState, env_state, envs_root, write_marker
 
 # Progress: report(text, kind) with kind "step" (what ichain is doing) or "output" (an installer line).
 Report = Callable[[str, str], None]
@@ -177,13 +177,13 @@ def sync_runtime(runtime: str, variant: str, cache: Path, *, force: bool = False
                 raise SyncError(runtime, f"uv could not create a Python {interpreter} venv", tail=tail, log=log)
             report(f"installing {len(lock.pins)} pinned packages from {state.lock.name}", "step")
             rc, tail = _run([uv, "pip", "sync", str(state.lock), "--python", str(tmp / "bin" / "python"),
-                             "--color", "never", "--no-progress"], env, log, report)
+                             "--color", "never", "--no-progress", "--compile-bytecode"], env, log, report)
             if rc != 0:
                 pkg = failing_package(tail, set(lock.pins))
                 what = f"could not install {pkg}=={lock.pins[pkg].version}" if pkg else "failed"
                 raise SyncError(runtime, f"uv pip sync {what}", package=pkg, tail=tail, log=log)
             record = {
-                "runtime": runtime, "variant": variant, "lock_variant": lock.variant, "lock": str(state.lock),
+                "format": SYNC_FORMAT, "runtime": runtime, "variant": variant, "lock_variant": lock.variant, "lock": str(state.lock),
                 "lock_hash": digest, "python": _venv_python_version(tmp), "uv": uv_version(uv),
                 "synced_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "packages": len(lock.pins),
                 "seconds": round(time.monotonic() - started, 1), "index_settings": settings.env,

@@ -91,6 +91,10 @@ class DataStage(Stage):
                 if k < 8 or k & (k - 1) or b < 1 or k % b:
                     problems.append(ctx.problem(f"steps.{i}.params", f"num_perm {k} must be a power of two "
                                                 f">= 8 and divisible by bands {b}"))
+        if s.executor == "ray":
+            problems.append(ctx.problem(
+                "executor", "the data runtime has no `ray` package (lock runtimes/locks/data-cpu.txt), so the "
+                "ray executor cannot run", "use executor: local (one machine) or slurm (a cluster)"))
         names = [st["name"] for st in self._steps(ctx)]
         if len(set(names)) != len(names):
             problems.append(ctx.problem("steps", "a step is listed twice: " + ", ".join(names)))

@@ -47,6 +47,7 @@ class DeployStage(Stage):
     name = "deploy"
     runtime = "lmdeploy"
     needs = ("pretrain", "finetune")
+    service = True  # its server may be stopped after the chain; restarted only when a consumer runs
 
     # ---- resolution (pure) -------------------------------------------------------------------------
     def model_source(self, ctx: StageContext) -> tuple[str | None, str]:

@@ -108,6 +108,16 @@ class OPHMinHash:
         return sig
 
 
+def band_keys_many(sigs: np.ndarray, bands: int) -> np.ndarray:
+    """`band_keys` of each row."""
+    rows = sigs.reshape(len(sigs), bands, sigs.shape[1] // bands)
+    with np.errstate(over="ignore"):
+        acc = np.zeros((len(sigs), bands), dtype=np.uint64)
+        for r in range(rows.shape[2]):
+            acc = _mix(acc * _P + rows[:, :, r])
+        return acc + np.arange(bands, dtype=np.uint64) * _M2
+
+
 def band_keys(sig: np.ndarray, bands: int) -> np.ndarray:
     """One 64-bit key per band; two documents that share a key are near-duplicate candidates."""
     rows = sig.reshape(bands, -1)

@@ -18,6 +18,14 @@ _BLANKS = re.compile(r"\n{3,}")
 _FULLWIDTH_ALNUM = {c: c - 0xFEE0 for r in ((0xFF10, 0xFF19), (0xFF21, 0xFF3A), (0xFF41, 0xFF5A))
                     for c in range(r[0], r[1] + 1)}
 _HAN = re.compile("[\u4e00-\u9fff]")
+_FULLWIDTH_ANY = re.compile("[\uff10-\uff5a]")
+_ODD_SPACE = re.compile("[\t\u00a0\u2000-\u200a\u202f\u205f]")
+
+
+def _needs_ws_pass(text: str) -> bool:
+    """Whether the whitespace pass could change anything (plain substring tests: far cheaper than it)."""
+    return (text[:1].isspace() or text[-1:].isspace() or "  " in text or " \n" in text or "\n " in text
+            or "\n\n\n" in text or "\u3000" in text or _ODD_SPACE.search(text) is not None)
 
 
 class Normaliser:
@@ -40,11 +48,14 @@ class Normaliser:
             text = ftfy.fix_text(text, normalization=None)
         if not text.isascii():
             text = unicodedata.normalize("NFC", text)
-            if self.fullwidth_alnum:
+            if self.fullwidth_alnum and _FULLWIDTH_ANY.search(text):
                 text = text.translate(_FULLWIDTH_ALNUM)
         if self.strip_control:
-            text = _CONTROL.sub("", text.replace("\r\n", "\n").replace("\r", "\n"))
-        if self.collapse_whitespace:
+            if "\r" in text:
+                text = text.replace("\r\n", "\n").replace("\r", "\n")
+            text = _CONTROL.sub("", text)
+        # the per-line pass below is the slow part; most documents need none of it
+        if self.collapse_whitespace and _needs_ws_pass(text):
             # the ideographic space (U+3000) indents Chinese paragraphs: drop it at line starts only
             text = "\n".join(_SPACES.sub(" ", line).strip(" \u3000") for line in text.split("\n"))
             text = _BLANKS.sub("\n\n", text).strip()

@@ -398,6 +398,7 @@ def run(cfg: RunConfig) -> dict:
         ex.map_shards(pass_no, shards)
         if seg.global_steps:
             ex.single("decide", pass_no)
+    ex.flush()
     finish(cfg, shards, ex)
     log(f"done in {time.time() - t0:.1f}s")
     with open(os.path.join(cfg.out_dir, "report.json"), encoding="utf-8") as fh:
@@ -438,6 +439,7 @@ def finish(cfg: RunConfig, shards: list[dict], ex) -> None:
             prepare_tokenizer(cfg, sids)
             _mark(_marker(cfg, "tokenizer"))
         ex.map_shards("tokenize", shards)
+        ex.flush()
     from .report import write_report
 
     write_report(cfg, sids)

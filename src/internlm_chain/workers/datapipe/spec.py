@@ -26,7 +26,7 @@ STEPS: dict[str, dict] = {
     "langid": {
         "kind": "doc",
         "help": "Offline language id (fastText lid.176 lite) with a script-share rule for mixed zh/en.",
-        "params": {"threshold": 0.5, "min_han_share": 0.3, "max_chars": 2000, "model": None},
+        "params": {"threshold": 0.5, "min_han_share": 0.3, "max_chars": 1000, "model": None},
     },
     "rules": {
         "kind": "doc",

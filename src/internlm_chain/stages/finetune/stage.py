@@ -1,0 +1,325 @@
+"""The finetune stage: XTuner SFT / continued pre-training with full, LoRA or QLoRA weights.
+
+Jobs (all in the staging dir, so a re-run with the same settings finds XTuner's checkpoints there):
+check-data [check-replay] → train → convert (pth_to_hf) → [merge] → verify.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from internlm_chain.chain.artifacts import Adapter, Artifact, HFModel, XTunerCheckpoint
+from internlm_chain.chain.job import Job, Resources
+from internlm_chain.errors import Problem, StageFailed
+from internlm_chain.stages.base import JobResult, Stage, StageContext
+from internlm_chain.stages.finetune.render import (
+    ConfigSpec,
+    render_check_config,
+    render_config,
+)
+from internlm_chain.stages.finetune.settings import XTUNER_TEMPLATES, FinetuneSettings
+from internlm_chain.workers import finetune_rows as rows
+
+WORKERS = Path(__file__).resolve().parents[2] / "workers"
+CURVE_POINTS = 200  # loss points kept in the manifest (loss.json has them all)
+
+
+def _abs(ctx: StageContext, value: str) -> Path:
+    p = Path(value).expanduser()
+    return p if p.is_absolute() else (ctx.chain.base_dir / p).resolve()
+
+
+class Sources:
+    """Where the base model and the data come from, and whether they are ours to check now (a path that
+    an earlier stage will produce may not exist yet during a dry-run)."""
+
+    def __init__(self, ctx: StageContext):
+        s: FinetuneSettings = ctx.settings
+        produced = {a.path for a in ctx.inputs.values()}
+        self.model: Path | None = None
+        self.model_field = "model"
+        self.model_checkable = True
+        if s.model:
+            self.model = _abs(ctx, s.model)
+        elif "pretrain.model" in ctx.inputs:
+            self.model, self.model_field = Path(ctx.inputs["pretrain.model"].path), "pretrain.outputs.model"
+        elif ctx.chain.config.model.path:
+            self.model, self.model_field = _abs(ctx, ctx.chain.config.model.path), "<chain>model.path"
+        self.model_checkable = self.model is not None and str(self.model) not in produced
+
+        key = "data.sft" if s.mode == "sft" else "data.xtuner"
+        self.data: Path | None = None
+        self.data_field = "data"
+        if s.data:
+            self.data = _abs(ctx, s.data)
+        elif key in ctx.inputs:
+            self.data, self.data_field = Path(ctx.inputs[key].path), key.replace(".", ".outputs.")
+        self.data_checkable = self.data is not None and str(self.data) not in produced
+        self.replay = _abs(ctx, s.replay.data) if s.replay else None
+        self.template = s.template or ctx.chain.config.model.chat_template
+
+
+class FinetuneStage(Stage):
+    name = "finetune"
+    runtime = "xtuner"
+    needs = ("data", "pretrain")
+
+    # ---- validate ------------------------------------------------------------------------------------
+    def validate(self, ctx: StageContext) -> list[Problem]:
+        s: FinetuneSettings = ctx.settings
+        src = Sources(ctx)
+        problems: list[Problem] = []
+
+        def problem(field: str, msg: str, hint: str | None = None) -> None:
+            if field.startswith("<chain>"):
+                problems.append(ctx.chain.problem(field[len("<chain>"):], msg, hint))
+            else:
+                problems.append(ctx.problem(field, msg, hint))
+
+        if s.method == "qlora" and ctx.device == "cpu":
+            problem("method", "QLoRA needs a CUDA GPU (bitsandbytes 4-bit kernels); this chain runs on cpu",
+                    "use method: lora on CPU, or device: cuda on a GPU host")
+        if src.template not in XTUNER_TEMPLATES:
+            where = "template" if s.template else "<chain>model.chat_template"
+            problem(where, f"'{src.template}' is not an XTuner prompt template",
+                    "e.g. internlm2_chat, llama3_chat, qwen_chat")
+
+        if src.model is None:
+            problem("model", "no base model", "set stages.finetune.model or the chain's model.path")
+        elif src.model_checkable:
+            problems += self._check_model(src, s, problem)
+
+        if src.data is None:
+            want = "sft" if s.mode == "sft" else "xtuner"
+            problem("data", "no training data", f"set stages.finetune.data, or add a data stage (its `{want}` "
+                    "output is used)")
+        elif src.data_checkable:
+            self._check_data(src.data, src.data_field, rows.row_kind(s.mode, s.data_format), s, problem)
+        if src.replay is not None:
+            self._check_data(src.replay, "replay.data", "text", s, problem)
+        return problems
+
+    @staticmethod
+    def _check_model(src: Sources, s: FinetuneSettings, problem) -> list[Problem]:
+        assert src.model is not None
+        if not src.model.is_dir():
+            problem(src.model_field, f"model directory not found: {src.model}",
+                    "a Hugging Face model folder (config.json + weights)")
+            return []
+        config = src.model / "config.json"
+        if not config.is_file():
+            problem(src.model_field, f"{src.model} is not a Hugging Face model (no config.json)")
+            return []
+        try:
+            cfg = json.loads(config.read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError) as exc:
+            problem(src.model_field, f"{config} is not valid JSON ({exc})")
+            return []
+        limit = cfg.get("max_position_embeddings")
+        if isinstance(limit, int) and s.max_length > limit:
+            problem("max_length", f"{s.max_length} is longer than the model's context ({limit}, {config})",
+                    f"use max_length <= {limit}")
+        return []
+
+    @staticmethod
+    def _check_data(path: Path, field: str, kind: str, s: FinetuneSettings, problem) -> None:
+        if not path.exists():
+            problem(field, f"data not found: {path}")
+            return
+        files = rows.data_files(path)
+        if not files:
+            problem(field, f"no .jsonl or .json files in {path}")
+            return
+        if rows.count_rows(files) == 0:
+            problem(field, f"{path} holds no rows")
+            return
+        bad = rows.first_problem(files, kind)
+        if bad:
+            what = {"text": 'continued pre-training wants {"text": ...} rows',
+                    "openai": 'sft with data_format openai wants {"messages": [{"role", "content"}...]} rows',
+                    "alpaca": 'sft with data_format alpaca wants {"instruction", "input", "output"} rows'}[kind]
+            problem(field, bad, what)
+
+    # ---- plan ----------------------------------------------------------------------------------------
+    def spec(self, ctx: StageContext) -> ConfigSpec:
+        s: FinetuneSettings = ctx.settings
+        src = Sources(ctx)
+        data_files = rows.data_files(src.data) if src.data and src.data.exists() else [src.data]
+        replay_files = rows.data_files(src.replay) if src.replay and src.replay.exists() else (
+            [src.replay] if src.replay else [])
+        return ConfigSpec(
+            settings=s, device=ctx.device, model=str(src.model), template=src.template,
+            data_files=tuple(str(f) for f in data_files), replay_files=tuple(str(f) for f in replay_files),
+            data_rows=rows.count_rows([f for f in data_files if f and f.exists()]) if s.replay else 0,
+            replay_rows=rows.count_rows([f for f in replay_files if f.exists()]) if s.replay else 0,
+        )
+
+    def _launcher(self, ctx: StageContext):
+        from internlm_chain.launch.base import effective_settings
+
+        return effective_settings(ctx.chain.config.launcher, ctx.settings.launcher)
+
+    def plan(self, ctx: StageContext) -> list[Job]:
+        s: FinetuneSettings = ctx.settings
+        spec = self.spec(ctx)
+        out = ctx.out_dir
+        py = ctx.python(self.runtime)
+        cfg = out / "xtuner_config.py"
+        work = out / "work_dir"
+        gpu = ctx.device == "cuda"
+        launcher = self._launcher(ctx)
+        env = {
+            "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
+            "TOKENIZERS_PARALLELISM": "false",
+            # datasets' cache of the tokenised data lives with the chain, not in ~/.cache
+            "HF_DATASETS_CACHE": str(ctx.chain.workdir / ".cache" / "hf-datasets"),
+        }
+        if s.deepspeed:
+            env["TORCH_EXTENSIONS_DIR"] = str(ctx.chain.workdir / ".cache" / "torch-extensions")
+        one = Resources(gpus_per_node=1 if gpu else 0)
+
+        def job(name: str, argv: list[str], description: str, **kw) -> Job:
+            return Job(stage=self.name, name=name, argv=argv, cwd=str(out), env=kw.pop("env", dict(env)),
+                       runtime=self.runtime,
+                       description=description, resources=kw.pop("resources", one), **kw)
+
+        jobs: list[Job] = []
+        kind = rows.row_kind(s.mode, s.data_format)
+        sources = [("data", spec.data_files)] + ([("replay", spec.replay_files)] if s.replay else [])
+        for source, files in sources:
+            check_cfg = out / "check" / f"{source}_config.py"
+            jobs.append(job(
+                f"check-{source}",
+                [*py, str(WORKERS / "finetune_check.py"), "--config", str(check_cfg),
+                 "--kind", "text" if source == "replay" else kind,
+                 "--report", str(out / "check" / f"{source}.json"), *files],
+                f"XTuner dataset check of the {source} ({kind if source == 'data' else 'text'} rows)",
+                files={str(check_cfg): render_check_config(spec, source)},
+                expected_outputs=[str(out / "check" / f"{source}.json")]))
+
+        train = [*py, "-m", "xtuner.tools.train", str(cfg), "--work-dir", str(work)]
+        if s.deepspeed:
+            train += ["--deepspeed", f"deepspeed_{s.deepspeed}"]  # XTuner's bundled ZeRO configs
+        extra = {}
+        if launcher.kind == "torchrun":
+            train += ["--launcher", "pytorch"]
+        elif launcher.kind == "slurm":
+            # one Slurm task per process; mmengine reads SLURM_PROCID/NTASKS/… itself
+            train += ["--launcher", "slurm"]
+            extra = {"slurm_launch": "srun"} if "slurm_launch" in Job.model_fields else {}
+        # mmengine 0.10.6 resumes with a bare torch.load; torch >= 2.6 then refuses its own checkpoints
+        # (they pickle mmengine objects such as HistoryBuffer). They are ours, written by this job.
+        train_env = {**env, "TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD": "1"}
+        jobs.append(job(
+            "train", train, f"XTuner {s.method} {s.mode} training (resumes from {work}/last_checkpoint)",
+            files={str(cfg): render_config(spec)}, distributed=True, env=train_env,
+            resources=Resources(nodes=launcher.nnodes, gpus_per_node=launcher.nproc_per_node if gpu else 0),
+            expected_outputs=[str(work / "last_checkpoint")], **extra))
+
+        hf_dir = out / ("adapter" if s.adapter_method else "model")
+        convert = [*py, str(WORKERS / "finetune_convert.py"), str(work), str(cfg), str(hf_dir),
+                   "--safe-serialization"]
+        if not gpu:
+            convert.append("--fp32")  # trained in fp32 on CPU: keep it
+        jobs.append(job("convert", convert,
+                        "pth_to_hf: last checkpoint → " + ("PEFT adapter" if s.adapter_method else "HF model"),
+                        expected_outputs=[str(hf_dir)]))
+        model_dir = out / "model"
+        if s.do_merge:
+            jobs.append(job(
+                "merge", [*py, "-m", "xtuner.tools.model_converters.merge", spec.model, str(out / "adapter"),
+                          str(model_dir), "--safe-serialization"],
+                "merge the adapter into the base model", expected_outputs=[str(model_dir)]))
+        verify = [*py, str(WORKERS / "finetune_verify.py"), "--template", spec.template, "--work-dir", str(work),
+                  "--out", str(out), "--max-new-tokens", str(s.verify_max_new_tokens)]
+        if s.adapter_method and not s.do_merge:
+            verify += ["--model", spec.model, "--adapter", str(out / "adapter")]
+        else:
+            verify += ["--model", str(model_dir)]
+        for prompt in s.evaluation_prompts[:3]:
+            verify += ["--prompt", prompt]
+        jobs.append(job("verify", verify, "load the result, generate a few tokens, set its chat template, "
+                        "plot the loss", expected_outputs=[str(out / "verify.json"), str(out / "loss.png")]))
+        return jobs
+
+    # ---- outputs -------------------------------------------------------------------------------------
+    def _artifacts(self, ctx: StageContext, root: Path, checkpoint: Path) -> dict[str, Artifact]:
+        s: FinetuneSettings = ctx.settings
+        src = Sources(ctx)
+        meta = {"method": s.method, "mode": s.mode}
+        arts: dict[str, Artifact] = {
+            "checkpoint": XTunerCheckpoint(path=str(checkpoint), chat_template=src.template,
+                                           meta={**meta, "config": str(root / "xtuner_config.py")})}
+        if s.adapter_method:
+            arts["adapter"] = Adapter(path=str(root / "adapter"), base_model=str(src.model),
+                                      chat_template=src.template, meta=meta)
+        if not s.adapter_method or s.do_merge:
+            arts["model"] = HFModel(path=str(root / "model"), chat_template=src.template,
+                                    meta={**meta, "base_model": str(src.model), "merged": s.do_merge})
+        return arts
+
+    def predict_outputs(self, ctx: StageContext, final_dir: Path) -> dict[str, Artifact]:
+        s: FinetuneSettings = ctx.settings
+        last = s.max_steps if s.max_steps else "N"
+        return self._artifacts(ctx, final_dir, final_dir / "work_dir" / f"iter_{last}.pth")
+
+    def explain_failure(self, ctx: StageContext, result: JobResult) -> Problem | None:
+        """A failed dataset check names the file, line and field (with XTuner's own message)."""
+        if not result.job.name.startswith("check-"):
+            return None
+        source = result.job.name[len("check-"):]
+        report = ctx.out_dir / "check" / f"{source}.json"
+        try:
+            info = json.loads(report.read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError):
+            return None
+        field = "replay.data" if source == "replay" else "data"
+        where = info.get("row") or ", ".join(info.get("files", []))
+        return ctx.problem(field, f"bad training data: {where}",
+                           f"XTuner's dataset check: {info.get('xtuner', '?')}; log: {result.log}")
+
+    def collect(self, ctx: StageContext, results: list[JobResult]) -> dict[str, Artifact]:
+        out = ctx.out_dir
+        log = {r.job.name: r.log for r in results}
+
+        def fail(msg: str, job: str) -> StageFailed:
+            return StageFailed(Problem(f"finetune: {msg}", hint=f"log: {log.get(job)}"))
+
+        from internlm_chain.workers.finetune_convert import latest_checkpoint
+
+        checkpoint = latest_checkpoint(out / "work_dir")
+        if checkpoint is None:
+            raise fail("training left no checkpoint (work_dir/last_checkpoint)", "train")
+        arts = self._artifacts(ctx, out, checkpoint)
+        if "adapter" in arts:
+            adapter = Path(arts["adapter"].path)
+            if not (adapter / "adapter_config.json").is_file() or not list(adapter.glob("adapter_model.*")):
+                raise fail(f"pth_to_hf wrote no PEFT adapter in {adapter}", "convert")
+        if "model" in arts:
+            model = Path(arts["model"].path)
+            if not (model / "config.json").is_file() or not list(model.glob("*.safetensors")):
+                raise fail(f"no safetensors model in {model}", "merge" if "adapter" in arts else "convert")
+        try:
+            verify = json.loads((out / "verify.json").read_text(encoding="utf-8"))
+            losses = json.loads((out / "loss.json").read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError) as exc:
+            raise fail(f"the final check wrote no result ({exc})", "verify") from None
+        points = losses["points"]
+        if not points or not (out / "loss.png").is_file():
+            raise fail("no loss curve", "verify")
+        step = max(1, len(points) // CURVE_POINTS)
+        template = verify.get("chat_template", {})
+        ctx.metrics.update({
+            "final_loss": points[-1][1],
+            "first_loss": points[0][1],
+            "steps": int(points[-1][0]),
+            "loss_curve": points[::step] if points[-1] in points[::step] else [*points[::step], points[-1]],
+            "resumed_from": [Path(p).name for p in losses.get("resumed_from", [])],
+            "samples": [{"prompt": x["prompt"], "text": x["text"]} for x in verify.get("samples", [])],
+            "chat_template": {"name": template.get("name"), "kept_existing": template.get("kept_existing")},
+        })
+        return arts
+
+
+STAGE = FinetuneStage()
