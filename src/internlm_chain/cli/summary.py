@@ -34,7 +34,7 @@ def print_summary(outcomes, workdir: Path, as_json: bool = False, chain_file: st
         where = ", ".join(([os.path.commonpath(paths)] if paths else []) + urls)
         table.add_row(o.stage, o.status, t, _key_metric(o.metrics), where)
     out.print(table)
-    if outcomes and all(o.status == "up to date" for o in outcomes):
+    if outcomes and all(o.status.startswith("up to date") for o in outcomes):
         out.print("Nothing to do: every stage is up to date.")
     for o in outcomes:
         if o.status == "submitted":
