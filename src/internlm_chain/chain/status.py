@@ -47,6 +47,8 @@ def chain_status(loaded: LoadedChain) -> list[dict]:
         row = {"stage": stage, "state": "pending", "duration_s": None, "detail": ""}
         if rec is not None:
             row["duration_s"] = rec.duration_s
+            row["metrics"] = rec.metrics
+            row["outputs"] = {k: a.path for k, a in rec.outputs.items()}
             row["state"] = rec.state
             if rec.state == "running" and rec.pid and not pid_alive(rec.pid):
                 row["state"], row["detail"] = "interrupted", f"process {rec.pid} is gone"
