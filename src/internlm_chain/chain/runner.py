@@ -220,6 +220,11 @@ class ChainRunner:
                 raise ChainError(Problem(f"{stage}: runtime '{runtime}' is not synced ({exe} is missing)",
                                          hint=f"run `ichain env sync {runtime}`"))
 
+    def is_stopped_service(self, stage: str, fp: str, record: StageRecord | None) -> bool:
+        """A service stage that completed with these exact inputs, whose server has since stopped."""
+        return (getattr(self.planner.impl(stage), "service", False) and not self.force and record is not None
+                and record.state == "done" and record.fingerprint == fp and _outputs_present(record))
+
     def _service_needed(self, stage: str, later: Sequence[str]) -> bool:
         """Whether a later stage that consumes this service's outputs is going to run."""
         for other in later:
@@ -237,8 +242,7 @@ class ChainRunner:
         impl = self.planner.impl(stage)
         ctx, fp, current = self._prepare(stage)
         record = self.manifest.stages.get(stage)
-        if (not current and getattr(impl, "service", False) and not self.force and record is not None
-                and record.state == "done" and record.fingerprint == fp and _outputs_present(record)):
+        if not current and self.is_stopped_service(stage, fp, record):
             # a finished service (e.g. a server stopped after the chain) is restarted only when a
             # stage that talks to it still has work to do; otherwise a re-run stays a no-op
             self.planner.artifacts.update({f"{stage}.{k}": a for k, a in record.outputs.items()})

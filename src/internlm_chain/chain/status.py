@@ -47,6 +47,8 @@ def chain_status(loaded: LoadedChain) -> list[dict]:
         row = {"stage": stage, "state": "pending", "duration_s": None, "detail": ""}
         if rec is not None:
             row["duration_s"] = rec.duration_s
+            row["metrics"] = rec.metrics
+            row["outputs"] = {k: a.path for k, a in rec.outputs.items()}
             row["state"] = rec.state
             if rec.state == "running" and rec.pid and not pid_alive(rec.pid):
                 row["state"], row["detail"] = "interrupted", f"process {rec.pid} is gone"
@@ -57,17 +59,21 @@ def chain_status(loaded: LoadedChain) -> list[dict]:
             elif rec.state in ("failed", "interrupted"):
                 row["detail"] = (rec.error or "") + (f" — log: {rec.logs[-1]}" if rec.logs else "")
             elif rec.state == "done":
+                fp = ""
                 try:
-                    _, _, current = runner._prepare(stage)
+                    _, fp, current = runner._prepare(stage)
                 except ChainError as exc:
                     current, row["detail"] = False, exc.problems[0].render()
                 upstream = [d for d in runner.planner.dependencies(stage) if d in redo]
                 if upstream and current:
                     current, row["detail"] = False, f"`{upstream[0]}` will run again first"
-                if not current:
+                if not current and not upstream and runner.is_stopped_service(stage, fp, rec):
+                    row["state"] = "stopped"
+                    row["detail"] = "its server is not running; `ichain run` restarts it when a stage that uses it runs"
+                elif not current:
                     row["state"] = "stale"
                     row["detail"] = row["detail"] or "inputs or settings changed since it ran"
-        if row["state"] != "done":
+        if row["state"] not in ("done", "stopped"):
             redo.add(stage)
         rows.append(row)
     return rows

@@ -26,9 +26,12 @@ def status(
     from rich.table import Table
 
     table = Table(title=f"status: {file}")
-    for col in ("stage", "state", "duration", "detail"):
+    from internlm_chain.cli.summary import key_metric, outputs_where
+
+    for col in ("stage", "state", "duration", "key metric", "outputs", "detail"):
         table.add_column(col)
     for row in rows:
         dur = f"{row['duration_s']:.1f}s" if row.get("duration_s") is not None else ""
-        table.add_row(row["stage"], row["state"], dur, row.get("detail", ""))
+        table.add_row(row["stage"], row["state"], dur, key_metric(row.get("metrics") or {}),
+                      outputs_where(list((row.get("outputs") or {}).values())), row.get("detail", ""))
     out.print(table)

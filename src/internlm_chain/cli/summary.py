@@ -6,11 +6,18 @@ import os
 from pathlib import Path
 
 
-def _key_metric(metrics: dict) -> str:
+def key_metric(metrics: dict) -> str:
     for key, value in metrics.items():
         if isinstance(value, (int, float, str)):
             return f"{key}={value:.4g}" if isinstance(value, float) else f"{key}={value}"
     return ""
+
+
+def outputs_where(paths: list[str]) -> str:
+    """One line for a stage's outputs: their common folder, plus any URLs."""
+    files = [p for p in paths if p.startswith("/")]
+    urls = sorted({p for p in paths if not p.startswith("/")})
+    return ", ".join(([os.path.commonpath(files)] if files else []) + urls)
 
 
 def print_summary(outcomes, workdir: Path, as_json: bool = False, chain_file: str = "FILE") -> None:
@@ -29,12 +36,10 @@ def print_summary(outcomes, workdir: Path, as_json: bool = False, chain_file: st
         table.add_column(col)
     for o in outcomes:
         t = f"{o.duration_s:.1f}s" if o.duration_s is not None else ""
-        paths = [a.path for a in o.outputs.values() if a.path.startswith("/")]
-        urls = sorted({a.path for a in o.outputs.values() if not a.path.startswith("/")})
-        where = ", ".join(([os.path.commonpath(paths)] if paths else []) + urls)
-        table.add_row(o.stage, o.status, t, _key_metric(o.metrics), where)
+        where = outputs_where([a.path for a in o.outputs.values()])
+        table.add_row(o.stage, o.status, t, key_metric(o.metrics), where)
     out.print(table)
-    if outcomes and all(o.status == "up to date" for o in outcomes):
+    if outcomes and all(o.status.startswith("up to date") for o in outcomes):
         out.print("Nothing to do: every stage is up to date.")
     for o in outcomes:
         if o.status == "submitted":

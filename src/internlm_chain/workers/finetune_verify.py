@@ -179,7 +179,8 @@ def generate(model_dir: Path, adapter: Path | None, template: str, prompts: list
     for prompt in prompts:
         text = tokenizer.apply_chat_template([{"role": "user", "content": prompt}], tokenize=False,
                                              add_generation_prompt=True)
-        ids = tokenizer(text, return_tensors="pt", add_special_tokens=False).to(model.device)
+        enc = tokenizer(text, return_tensors="pt", add_special_tokens=False).to(model.device)
+        ids = {k: enc[k] for k in ("input_ids", "attention_mask") if k in enc}  # no token_type_ids for Llama
         with torch.no_grad():
             out = model.generate(**ids, max_new_tokens=max_new, min_new_tokens=1, do_sample=False,
                                  pad_token_id=tokenizer.pad_token_id or tokenizer.eos_token_id)

@@ -217,8 +217,14 @@ def copy_tokenizer(src: str, out_dir: str, chat_template: str | None) -> dict:
             shutil.copy2(path, os.path.join(out_dir, name))
     cfg_path = os.path.join(out_dir, "tokenizer_config.json")
     cfg = json.load(open(cfg_path, encoding="utf-8")) if os.path.exists(cfg_path) else {}
+    changed = False
     if not cfg.get("chat_template") and chat_template in CHAT_TEMPLATES:
         cfg["chat_template"] = CHAT_TEMPLATES[chat_template]
+        changed = True
+    if "model_input_names" not in cfg:  # the Llama layout takes no token_type_ids
+        cfg["model_input_names"] = ["input_ids", "attention_mask"]
+        changed = True
+    if changed:
         with open(cfg_path, "w", encoding="utf-8") as f:
             json.dump(cfg, f, indent=2, ensure_ascii=False)
     special = {}

@@ -71,6 +71,10 @@ class DeployStage(Stage):
             return "transformers"
         return "lmdeploy"
 
+    def runtimes_for(self, device: str) -> list[str]:
+        """What `ichain env sync -c` installs for this stage (auto backend: the stand-in without a GPU)."""
+        return ["lmdeploy"] if device == "cuda" else ["serve-cpu"]
+
     def serving_runtime(self, ctx: StageContext) -> str:
         return "serve-cpu" if self.engine(ctx) == "transformers" else "lmdeploy"
 

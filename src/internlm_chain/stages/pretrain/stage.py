@@ -50,6 +50,9 @@ class PretrainStage(Stage):
     runtime = "internevo"
     needs = ("data",)
 
+    def runtimes_for(self, device: str) -> list[str]:
+        return [self.runtime, VERIFY_RUNTIME]
+
     # ---- resolution (pure) ---------------------------------------------------------------------------
     def launcher(self, ctx: StageContext):
         from internlm_chain.launch.base import effective_settings

@@ -53,7 +53,10 @@ def train_bpe(texts, vocab_size: int, out: str) -> None:
     tok.save(os.path.join(out, "tokenizer.json"))
     config = {"tokenizer_class": "PreTrainedTokenizerFast", **SPECIALS,
               "additional_special_tokens": CHATML, "chat_template": CHAT_TEMPLATE,
-              "model_max_length": 4096, "clean_up_tokenization_spaces": False}
+              "model_max_length": 4096, "clean_up_tokenization_spaces": False,
+              # Llama-style models take no token_type_ids; without this, 4.x tokenizers emit them and
+              # generate() rejects them
+              "model_input_names": ["input_ids", "attention_mask"]}
     with open(os.path.join(out, "tokenizer_config.json"), "w", encoding="utf-8") as fh:
         json.dump(config, fh, indent=2, ensure_ascii=False)
     with open(os.path.join(out, "special_tokens_map.json"), "w", encoding="utf-8") as fh:
