@@ -52,7 +52,18 @@ sed -e 's/^device: .*/device: cuda/' -e 's/^  deploy:/  deploy:\n    backend: tu
 cp -r configs/data "$LOGDIR/data"
 
 step data              ichain run "$CHAIN" --only data
+step pretrain-validate  ichain pretrain -c "$CHAIN" --validate
 step pretrain-internevo ichain run "$CHAIN" --only pretrain
+pretrain_checked() { python - "$ICHAIN_WORKDIR" <<'PY'
+import json, pathlib, sys
+p = pathlib.Path(sys.argv[1]) / "pretrain"
+v = json.loads((p / "hf_verify.json").read_text())
+assert v["ok"] and v["max_abs_diff"] < 1e-4, v
+assert "smoke mode" not in (p / "logs" / "train.log").read_text(), "training fell back to CPU smoke mode"
+print("hf max|diff|", v["max_abs_diff"], "vs trained", v.get("trained_max_abs_diff"))
+PY
+}
+step pretrain-on-gpu    pretrain_checked
 step finetune-xtuner   ichain run "$CHAIN" --only finetune
 step serve-turbomind   ichain run "$CHAIN" --only deploy
 endpoint() { python - "$ICHAIN_WORKDIR/manifest.json" <<'PY'
