@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 from pydantic import ValidationError
@@ -15,22 +14,10 @@ from internlm_chain.config.interpolate import PLACEHOLDER, REFERENCE, is_referen
 from internlm_chain.config.loader import LoadedChain
 from internlm_chain.config.validate import problems_from_validation
 from internlm_chain.errors import ChainError, Problem
+from internlm_chain.runtimes.machine import detect_device
 from internlm_chain.stages import STAGE_ORDER
 from internlm_chain.stages.base import Stage, StageContext
 from internlm_chain.stages.registry import get_stage, load_plugin
-
-
-def detect_device() -> str:
-    """`cuda` when nvidia-smi lists a GPU, else `cpu`. Never imports torch."""
-    import subprocess
-
-    if not shutil.which("nvidia-smi"):
-        return "cpu"
-    try:
-        res = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True, timeout=10)
-    except (OSError, subprocess.SubprocessError):
-        return "cpu"
-    return "cuda" if res.returncode == 0 and "GPU" in res.stdout else "cpu"
 
 
 class Planner:

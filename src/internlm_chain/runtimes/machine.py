@@ -41,7 +41,7 @@ def query_gpus(timeout: float = 20) -> Gpus:
 
 
 def detect_device() -> str:
-    """`cuda` when nvidia-smi lists a GPU, else `cpu` (the runner's rule, without importing the runner)."""
+    """`cuda` when nvidia-smi lists a GPU, else `cpu` — what `device: auto` means. Never imports torch."""
     if not shutil.which("nvidia-smi"):
         return "cpu"
     try:
