@@ -17,4 +17,7 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
   "$VENV/bin/python" -c 'import internlm_chain' # fail loudly if the install did not work
   echo "$want" > "$stamp"
 fi
+# PYTHONDONTWRITEBYTECODE may be set (CI sets it): then every `ichain` start would recompile our own
+# sources. compileall writes the missing .pyc files once (it skips up-to-date ones).
+"$VENV/bin/python" -m compileall -q "$ROOT/src" >/dev/null || true
 export PATH="$VENV/bin:$PATH"
