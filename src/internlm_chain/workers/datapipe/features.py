@@ -13,6 +13,18 @@ _P = np.uint64(0x100000001B3)
 
 EN_STOPWORDS = frozenset("the be to of and that have with a in is it for on as was are this by".split())
 
+
+def _case_variants(word: str) -> list[str]:
+    out = [""]
+    for ch in word:
+        out = [o + v for o in out for v in {ch, ch.upper()}]
+    return out
+
+
+# every upper/lower-case spelling of the stop words: `w in` this set == `w.lower() in EN_STOPWORDS` for
+# str.split() words (no non-ASCII character lower-cases to one of their letters), without lower-casing
+_EN_STOPWORDS_ANY_CASE = frozenset(v for w in EN_STOPWORDS for v in _case_variants(w))
+
 # Character classes for one vectorised pass over a document's code points (BMP; others count as OTHER).
 OTHER, SPACE, DIGIT, HAN, SYMBOL, ALPHA = range(6)
 _SYMBOL_CHARS = "#…|{}<>[]@^~*=_\\$%&+"
@@ -40,14 +52,15 @@ def class_table() -> np.ndarray:
     return _CLASS_TABLE
 
 
-def char_classes(text: str) -> np.ndarray:
-    c = np.frombuffer(text.encode("utf-32-le"), dtype=np.uint32)
+def char_classes(text: str, codes: np.ndarray | None = None) -> np.ndarray:
+    c = np.frombuffer(text.encode("utf-32-le"), dtype=np.uint32) if codes is None else codes
     return class_table()[np.minimum(c, 0xFFFF)]
 
 
-def top_char_ngram_frac(text: str, n: int = 4, classes: np.ndarray | None = None) -> float:
+def top_char_ngram_frac(text: str, n: int = 4, classes: np.ndarray | None = None,
+                        codes: np.ndarray | None = None) -> float:
     """Share of characters covered by the most frequent character n-gram (Chinese repetition signal)."""
-    c = np.frombuffer(text.encode("utf-32-le"), dtype=np.uint32)
+    c = np.frombuffer(text.encode("utf-32-le"), dtype=np.uint32) if codes is None else codes
     if classes is None:
         classes = class_table()[np.minimum(c, 0xFFFF)]
     c = c[classes != SPACE].astype(np.uint64)
@@ -87,7 +100,8 @@ def doc_stats(doc: dict) -> dict:
     if len(counts) < len(lines):
         dup_lines = sum(c - 1 for c in counts.values())
         dup_chars = sum(len(ln) * (c - 1) for ln, c in counts.items())
-    classes = char_classes(text)
+    codes = np.frombuffer(text.encode("utf-32-le"), dtype=np.uint32)
+    classes = char_classes(text, codes)
     per_class = np.bincount(classes, minlength=6).tolist()
     nonspace = max(len(text) - per_class[SPACE], 1)
     han = per_class[HAN]
@@ -107,14 +121,14 @@ def doc_stats(doc: dict) -> dict:
         "cjk": cjk,
     }
     if cjk:
-        st["top_ngram_frac"] = top_char_ngram_frac(text, classes=classes)
+        st["top_ngram_frac"] = top_char_ngram_frac(text, classes=classes, codes=codes)
     else:
         words = text.split()
         nw = max(len(words), 1)
         st["words"] = len(words)
         st["mean_word_len"] = (len(text) - per_class[SPACE]) / nw  # str.split() and SPACE agree on whitespace
         st["alpha_word_frac"] = _alpha_words(classes) / nw
-        st["stopwords"] = sum(map(EN_STOPWORDS.__contains__, text.lower().split()))
+        st["stopwords"] = sum(map(_EN_STOPWORDS_ANY_CASE.__contains__, words))
         st["top_ngram_frac"] = top_word_ngram_frac(words, total=len(text) - per_class[SPACE])
     doc["_stats"] = st
     return st
@@ -122,14 +136,15 @@ def doc_stats(doc: dict) -> dict:
 
 def _alpha_words(classes: np.ndarray) -> int:
     """Whitespace-separated words with at least one letter (Han included), as `str.split()` sees them."""
-    space = classes == SPACE
-    keep = ~space
-    if not keep.any():
+    if len(classes) == 0:
         return 0
-    starts = np.flatnonzero((keep & np.concatenate(([True], space[:-1])))[keep])
-    cls = classes[keep]
-    letter = ((cls == ALPHA) | (cls == HAN)).view(np.int8)
-    return int(np.count_nonzero(np.add.reduceat(letter, starts)))
+    space = classes == SPACE
+    starts = ~space
+    starts[1:] &= space[:-1]
+    word_no = np.cumsum(starts)[(classes == ALPHA) | (classes == HAN)]  # word number of each letter
+    if len(word_no) == 0:
+        return 0
+    return int(np.count_nonzero(word_no[1:] != word_no[:-1])) + 1
 
 
 # Features of the outlier filter: scale-free, so one robust z-score per language makes sense.

@@ -13,17 +13,29 @@ import os
 
 import numpy as np
 
+_SCRIPT_TABLE: np.ndarray | None = None
+
+
+def _script_table() -> np.ndarray:
+    """Script of each BMP code point: 1 Han, 2 Latin letter, 3 kana or hangul, 0 anything else."""
+    global _SCRIPT_TABLE
+    if _SCRIPT_TABLE is None:
+        t = np.zeros(65536, dtype=np.uint8)
+        for lo, hi in ((0x4E00, 0x9FFF), (0x3400, 0x4DBF), (0xF900, 0xFAFF)):
+            t[lo:hi + 1] = 1
+        t[0x41:0x5B] = t[0x61:0x7B] = 2
+        t[0x3040:0x3100] = t[0xAC00:0xD7B0] = 3
+        _SCRIPT_TABLE = t
+    return _SCRIPT_TABLE
+
 
 def _script_counts(text: str) -> tuple[int, int, int]:
-    """(Han, Latin letters, kana + hangul) in one vectorised pass."""
+    """(Han, Latin letters, kana + hangul) in one table lookup (code points beyond the BMP count as none)."""
     c = np.frombuffer(text.encode("utf-32-le"), dtype=np.uint32)
-    han = np.count_nonzero(((c >= 0x4E00) & (c <= 0x9FFF)) | ((c >= 0x3400) & (c <= 0x4DBF))
-                           | ((c >= 0xF900) & (c <= 0xFAFF)))
+    _, han, latin, kana = np.bincount(_script_table()[np.minimum(c, 0xFFFF)], minlength=4).tolist()
     if not han:
         return 0, 0, 0
-    latin = np.count_nonzero(((c | 0x20) >= 0x61) & ((c | 0x20) <= 0x7A))
-    kana = np.count_nonzero(((c >= 0x3040) & (c <= 0x30FF)) | ((c >= 0xAC00) & (c <= 0xD7AF)))
-    return int(han), int(latin), int(kana)
+    return han, latin, kana
 
 
 def bundled_model_path() -> str:

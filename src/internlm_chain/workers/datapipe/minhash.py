@@ -55,15 +55,29 @@ def codepoints(text: str) -> np.ndarray:
 
 
 def is_cjk_codes(c: np.ndarray) -> bool:
-    return len(c) > 0 and np.count_nonzero((c >= 0x3040) & (c <= 0xD7AF)) > 0.2 * len(c)
+    # one unsigned compare for the range test: code points below 0x3040 wrap around to huge values
+    return len(c) > 0 and np.count_nonzero(c - np.uint32(0x3040) <= np.uint32(0xD7AF - 0x3040)) > 0.2 * len(c)
 
 
-def shingles(text: str, char_ngram: int = 5, word_ngram: int = 3, cjk: bool | None = None) -> np.ndarray:
+def word_codes(text: str) -> tuple[np.ndarray, np.ndarray]:
+    """Code points of the lower-cased text and which of them are letters/digits (shared by the exact key)."""
     c32 = codepoints(text.lower())
+    return c32, _word_table()[c32 & 0xFFFF] | (c32 > 0xFFFF)
+
+
+def doc_word_codes(doc: dict) -> tuple[np.ndarray, np.ndarray]:
+    """`word_codes` of a document's text, computed once for both de-duplication collectors."""
+    cached = doc.get("_codes")
+    if cached is None or cached[0] is not doc["text"]:
+        cached = doc["_codes"] = (doc["text"], *word_codes(doc["text"]))
+    return cached[1], cached[2]
+
+
+def shingles(text: str, char_ngram: int = 5, word_ngram: int = 3, cjk: bool | None = None,
+             codes: tuple[np.ndarray, np.ndarray] | None = None) -> np.ndarray:
+    c32, isword = codes if codes is not None else word_codes(text)
     if cjk is None:
         cjk = is_cjk_codes(c32[:1000])
-    table = _word_table()
-    isword = table[c32 & 0xFFFF] | (c32 > 0xFFFF)
     with np.errstate(over="ignore"):
         if cjk:
             return _rolling(c32[isword].astype(np.uint64), char_ngram)
@@ -88,9 +102,9 @@ class OPHMinHash:
         self.char_ngram = char_ngram
         self.word_ngram = word_ngram
 
-    def signature(self, text: str) -> np.ndarray:
+    def signature(self, text: str, codes: tuple[np.ndarray, np.ndarray] | None = None) -> np.ndarray:
         sig = np.full(self.k, _MAX, dtype=np.uint64)
-        sh = shingles(text, self.char_ngram, self.word_ngram)
+        sh = shingles(text, self.char_ngram, self.word_ngram, codes=codes)
         if len(sh) == 0:
             return sig
         with np.errstate(over="ignore"):
@@ -130,4 +144,5 @@ def band_keys(sig: np.ndarray, bands: int) -> np.ndarray:
 
 def similarity(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Estimated Jaccard similarity, row-wise."""
-    return (a == b).mean(axis=-1)
+    # count_nonzero, not mean: mean converts the whole boolean matrix to float64 first
+    return np.count_nonzero(a == b, axis=-1) / a.shape[-1]

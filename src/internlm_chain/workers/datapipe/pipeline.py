@@ -204,6 +204,7 @@ def process_shard(cfg: RunConfig, pass_no: int, shard: dict) -> None:
             for _, col in collectors:
                 col.add(doc)
             doc.pop("_stats", None)
+            doc.pop("_codes", None)
             ids.append(doc["id"])
             outs["pass"].write(doc)
 
