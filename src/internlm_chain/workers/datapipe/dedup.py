@@ -16,11 +16,12 @@ import os
 
 import numpy as np
 
-from .minhash import OPHMinHash, band_keys_many, doc_word_codes, similarity, word_codes
+from .minhash import OPHMinHash, band_keys_many, doc_word_codes, signatures, similarity, word_codes
 
 PAIR_CHUNK = 1 << 20
 VERIFY_CHUNK = 1 << 15  # 64 MiB of gathered signatures
 MEM_BUDGET = 512 << 20
+SIG_BATCH = 256
 LOW16_BUDGET = 256 << 20  # 2 B x documents x num_perm: ~1M documents at 128 permutations
 
 
@@ -57,12 +58,22 @@ class NearCollector:
         self.mh = OPHMinHash(num_perm, char_ngram, word_ngram)
         self.bands = bands
         self.sigs: list[np.ndarray] = []
+        self.pending: list[tuple[np.ndarray, np.ndarray]] = []
 
     def add(self, doc: dict) -> None:
-        self.sigs.append(self.mh.signature(doc["text"], doc_word_codes(doc)))
+        # signatures are computed SIG_BATCH documents at a time: one set of numpy calls per batch
+        self.pending.append(doc_word_codes(doc))
+        if len(self.pending) >= SIG_BATCH:
+            self._flush()
+
+    def _flush(self) -> None:
+        if self.pending:
+            self.sigs.append(signatures(self.mh, self.pending))
+            self.pending = []
 
     def save(self, prefix: str) -> None:
-        sigs = np.stack(self.sigs) if self.sigs else np.zeros((0, self.mh.k), dtype=np.uint64)
+        self._flush()
+        sigs = np.concatenate(self.sigs) if self.sigs else np.zeros((0, self.mh.k), dtype=np.uint64)
         keys = band_keys_many(sigs, self.bands)
         np.save(prefix + ".sig.npy", sigs)
         np.save(prefix + ".keys.npy", keys)
