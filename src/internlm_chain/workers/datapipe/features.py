@@ -67,10 +67,9 @@ def top_char_ngram_frac(text: str, n: int = 4, classes: np.ndarray | None = None
     if len(c) < n * 4:
         return 0.0
     length = len(c) - n + 1
-    with np.errstate(over="ignore"):
-        h = c[:length].copy()
-        for k in range(1, n):
-            h = h * _P + c[k:k + length]
+    h = c[:length].copy()
+    for k in range(1, n):
+        h = h * _P + c[k:k + length]  # wraps silently (array arithmetic)
     h.sort()
     # longest run of equal values in the sorted hashes = count of the most frequent n-gram
     edges = np.flatnonzero(np.concatenate(([True], h[1:] != h[:-1], [True])))
@@ -113,8 +112,8 @@ def doc_stats(doc: dict) -> dict:
         "mean_line_len": len(text) / n_lines,
         "dup_line_frac": dup_lines / n_lines,
         "dup_line_char_frac": dup_chars / max(len(text), 1),
-        "end_punct_frac": sum(ln.rstrip().endswith(END_PUNCT) for ln in lines) / n_lines,
-        "bullet_frac": sum(ln.lstrip().startswith(BULLETS) for ln in lines) / n_lines,
+        "end_punct_frac": sum([ln.rstrip().endswith(END_PUNCT) for ln in lines]) / n_lines,
+        "bullet_frac": sum([ln.lstrip().startswith(BULLETS) for ln in lines]) / n_lines,
         "digit_ratio": per_class[DIGIT] / nonspace,
         "symbol_ratio": symbols / nonspace,
         "han_ratio": han / nonspace,

@@ -64,6 +64,13 @@ class LangId:
         self.max_chars = max_chars
         self.model = load_fasttext(model or bundled_model_path())
 
+    def _predict(self, sample: str) -> tuple[str, float]:
+        # the binding directly: fasttext's Python wrapper adds a line check and numpy arrays per call
+        pred = self.model.f.predict(sample.replace("\n", " ") + "\n", 1, 0.0, "strict")
+        if not pred:
+            return "", 0.0
+        return pred[0][1], float(pred[0][0])
+
     def detect(self, text: str) -> tuple[str, float]:
         # lid.176 misreads shouting: an all-caps English page comes out as Spanish or German
         sample = text[: self.max_chars].lower()
@@ -74,13 +81,13 @@ class LangId:
                 # plainly Chinese by script; the n-gram model (half the step's cost) adds nothing here
                 return "zh", round(min(1.0, 0.5 + share / 2), 4)
             if share >= self.min_han_share and kana < 0.05 * han:
-                labels, probs = self.model.predict(sample.replace("\n", " "), k=1)
-                if labels[0] == "__label__zh":
-                    return "zh", float(probs[0])
+                label, prob = self._predict(sample)
+                if label == "__label__zh":
+                    return "zh", prob
                 # the model leans elsewhere on English-heavy Chinese; the script share decides
                 return "zh", round(min(1.0, 0.5 + share / 2), 4)
-        labels, probs = self.model.predict(sample.replace("\n", " "), k=1)
-        return labels[0].replace("__label__", ""), float(probs[0])
+        label, prob = self._predict(sample)
+        return label.replace("__label__", ""), prob
 
     def __call__(self, doc: dict):
         lang, score = self.detect(doc["text"])

@@ -78,19 +78,19 @@ def shingles(text: str, char_ngram: int = 5, word_ngram: int = 3, cjk: bool | No
     c32, isword = codes if codes is not None else word_codes(text)
     if cjk is None:
         cjk = is_cjk_codes(c32[:1000])
-    if True:
-        if cjk:
-            return _rolling(c32[isword].astype(np.uint64), char_ngram)
-        if not isword.any():
-            return np.zeros(0, dtype=np.uint64)
-        prev = np.concatenate(([False], isword[:-1]))
-        starts_mask = isword & ~prev
-        starts = np.flatnonzero(starts_mask)
-        idx = np.arange(len(c32))
-        pos = idx - np.maximum.accumulate(np.where(starts_mask, idx, 0))
-        contrib = np.where(isword, (c32.astype(np.uint64) + np.uint64(1)) * _POS[pos & 63], np.uint64(0))
-        words = np.add.reduceat(contrib, starts)
-        return _rolling(words, word_ngram)
+    # numpy integer arrays wrap on overflow without a warning, which the hashes rely on
+    if cjk:
+        return _rolling(c32[isword].astype(np.uint64), char_ngram)
+    if not isword.any():
+        return np.zeros(0, dtype=np.uint64)
+    prev = np.concatenate(([False], isword[:-1]))
+    starts_mask = isword & ~prev
+    starts = np.flatnonzero(starts_mask)
+    idx = np.arange(len(c32))
+    pos = idx - np.maximum.accumulate(np.where(starts_mask, idx, 0))
+    contrib = np.where(isword, (c32.astype(np.uint64) + np.uint64(1)) * _POS[pos & 63], np.uint64(0))
+    words = np.add.reduceat(contrib, starts)
+    return _rolling(words, word_ngram)
 
 
 class OPHMinHash:
