@@ -80,7 +80,9 @@ def top_word_ngram_frac(words: list[str], n: int = 2, total: int | None = None) 
     if len(words) < n * 4:
         return 0.0
     grams = Counter(zip(*(words[i:] for i in range(n)), strict=False))
-    gram, count = grams.most_common(1)[0]
+    # = most_common(1): the first (in insertion order) of the most frequent, found without a key function
+    count = max(grams.values())
+    gram = next(g for g, c in grams.items() if c == count)
     if total is None:
         total = sum(len(w) for w in words)
     return count * sum(len(w) for w in gram) / max(total, 1)

@@ -181,7 +181,7 @@ def process_shard(cfg: RunConfig, pass_no: int, shard: dict) -> None:
         row += 1
         if pass_no == 0:
             st["docs_in"] += 1
-        rej = decisions.apply(row, doc, st)
+        rej = decisions.apply(row, doc, st) if decisions.items else None
         if rej is None:
             if "html" in doc and not has_extract:
                 reason = _fallback_extractor()(doc)

@@ -132,7 +132,7 @@ def _bar_png(title: str, labels: list[str], series: dict[str, list[float]], xlab
             d.rectangle([right - 70, y, right - 60, y + 10], fill=_COLORS[j % len(_COLORS)])
             d.text((right - 56, y - 1), name, fill="black", font=font)
     buf = io.BytesIO()
-    img.save(buf, format="PNG", optimize=False)
+    img.save(buf, format="PNG", compress_level=1)  # flat colours compress well even at level 1
     return base64.b64encode(buf.getvalue()).decode("ascii")
 
 
