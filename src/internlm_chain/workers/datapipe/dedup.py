@@ -32,7 +32,14 @@ def _h64(s: str) -> int:
 def exact_key(text: str, codes: tuple[np.ndarray, np.ndarray] | None = None) -> int:
     """Hash of the lower-cased letters and digits only (case, spacing and punctuation folded away)."""
     c32, isword = codes if codes is not None else word_codes(text)
-    return int.from_bytes(hashlib.blake2b(c32[isword].tobytes(), digest_size=8).digest(), "little")
+    return _h64_buffer(c32[isword])
+
+
+try:
+    from xxhash import xxh3_64_intdigest as _h64_buffer  # ~15x faster than blake2b on a document
+except ImportError:  # pragma: no cover - the data runtime ships xxhash
+    def _h64_buffer(buf) -> int:
+        return int.from_bytes(hashlib.blake2b(memoryview(buf).cast("B"), digest_size=8).digest(), "little")
 
 
 def line_key(line: str) -> int:
