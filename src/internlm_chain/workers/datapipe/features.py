@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from collections import Counter
+from itertools import pairwise
 
 import numpy as np
 
@@ -79,7 +80,8 @@ def top_char_ngram_frac(text: str, n: int = 4, classes: np.ndarray | None = None
 def top_word_ngram_frac(words: list[str], n: int = 2, total: int | None = None) -> float:
     if len(words) < n * 4:
         return 0.0
-    grams = Counter(zip(*(words[i:] for i in range(n)), strict=False))
+    # pairwise (C, no slice copies) for the usual bigrams: ~25% less than zip over slices
+    grams = Counter(pairwise(words) if n == 2 else zip(*(words[i:] for i in range(n)), strict=False))
     # = most_common(1): the first (in insertion order) of the most frequent, found without a key function
     count = max(grams.values())
     gram = next(g for g, c in grams.items() if c == count)
@@ -96,9 +98,9 @@ def doc_stats(doc: dict) -> dict:
     lang = doc["meta"].get("lang", "")
     lines = [ln for ln in text.split("\n") if ln.strip()]
     n_lines = max(len(lines), 1)
-    counts = Counter(lines)
     dup_lines = dup_chars = 0
-    if len(counts) < len(lines):
+    if len(set(lines)) < len(lines):
+        counts = Counter(lines)
         dup_lines = sum(c - 1 for c in counts.values())
         dup_chars = sum(len(ln) * (c - 1) for ln, c in counts.items())
     codes = np.frombuffer(text.encode("utf-32-le"), dtype=np.uint32)
