@@ -137,17 +137,16 @@ def doc_stats(doc: dict) -> dict:
     return st
 
 
+# class -> byte for counting words with letters by plain byte operations (order: OTHER SPACE DIGIT HAN SYMBOL ALPHA)
+_LETTER_BYTES = np.frombuffer(b"x xaxa", dtype=np.uint8)
+
+
 def _alpha_words(classes: np.ndarray) -> int:
     """Whitespace-separated words with at least one letter (Han included), as `str.split()` sees them."""
-    if len(classes) == 0:
-        return 0
-    space = classes == SPACE
-    starts = ~space
-    starts[1:] &= space[:-1]
-    word_no = np.cumsum(starts)[(classes == ALPHA) | (classes == HAN)]  # word number of each letter
-    if len(word_no) == 0:
-        return 0
-    return int(np.count_nonzero(word_no[1:] != word_no[:-1])) + 1
+    # each character as " " (space), "a" (letter) or "x"; dropping the x's leaves one run of a's per word
+    # with a letter, runs that stay separated by spaces: count the runs
+    b = _LETTER_BYTES[classes].tobytes().replace(b"x", b"")
+    return b.count(b" a") + b.startswith(b"a")
 
 
 # Features of the outlier filter: scale-free, so one robust z-score per language makes sense.
