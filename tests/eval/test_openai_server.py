@@ -1,4 +1,4 @@
-"""The shared scripted OpenAI server (tests/support/openai_server.py) speaks the API clients expect."""
+"""The shared scripted OpenAI server (tests/support/scripted_openai.py) speaks the API clients expect."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import urllib.error
 import urllib.request
 
 import pytest
-from tests.support.openai_server import OpenAIServer
+from tests.support.scripted_openai import ScriptedOpenAI
 
 
 def post(url: str, body: dict) -> tuple[int, str]:
@@ -20,7 +20,7 @@ def post(url: str, body: dict) -> tuple[int, str]:
 
 
 def test_models_chat_stream_and_unknown_model():
-    with OpenAIServer(model="m", replies=["one", "two"]) as srv:
+    with ScriptedOpenAI(["one", "two"], model="m", strict_model=True) as srv:
         with urllib.request.urlopen(srv.base_url + "/models", timeout=5) as resp:
             assert [m["id"] for m in json.load(resp)["data"]] == ["m"]
         msgs = [{"role": "user", "content": "hi"}]
@@ -28,14 +28,15 @@ def test_models_chat_stream_and_unknown_model():
         assert code == 200 and json.loads(text)["choices"][0]["message"]["content"] == "one"
         code, text = post(srv.base_url + "/chat/completions", {"model": "m", "messages": msgs, "stream": True})
         chunks = [json.loads(line[6:]) for line in text.splitlines() if line.startswith("data: {")]
-        assert code == 200 and chunks[0]["choices"][0]["delta"]["content"] == "two" and text.rstrip().endswith("[DONE]")
+        streamed = "".join(c["choices"][0]["delta"].get("content", "") for c in chunks)
+        assert code == 200 and streamed == "two" and text.rstrip().endswith("[DONE]")
         code, _ = post(srv.base_url + "/chat/completions", {"model": "other", "messages": msgs})
         assert code == 404
         assert len(srv.requests) == 3
 
 
 def test_stopped_server_refuses_connections():
-    srv = OpenAIServer().start()
+    srv = ScriptedOpenAI(["x"]).start()
     url = srv.base_url + "/models"
     srv.stop()
     with pytest.raises(urllib.error.URLError):

@@ -13,7 +13,7 @@ import shutil
 
 import pytest
 from tests.eval.conftest import ichain, runtime_block
-from tests.support.openai_server import OpenAIServer, unused_port
+from tests.support.scripted_openai import ScriptedOpenAI, unused_port
 
 pytestmark = pytest.mark.upstream
 
@@ -80,7 +80,7 @@ def test_endpoint_with_scripted_openai_server_flags_form(tiny_models, mcq_jsonl,
 
     from tests.conftest import runtime_python
 
-    with OpenAIServer(model="tiny-chat", reply=reply) as srv:
+    with ScriptedOpenAI(lambda body: reply(body["messages"]), model="tiny-chat", strict_model=True) as srv:
         res = ichain("eval", "--endpoint", srv.base_url, "--served-name", "tiny-chat", "--tokenizer",
                      str(tiny_models[0]), "--custom", str(mcq_jsonl), "--limit", "3", "--device", "cpu",
                      "--runtime-python", str(runtime_python("opencompass")), "-o", str(tmp_path / "ep"),

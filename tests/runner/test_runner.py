@@ -150,3 +150,17 @@ def test_stopped_service_restarts_only_when_a_consumer_must_run(fake_chain):
     assert changed.returncode == 0, changed.stderr
     assert statuses(changed)["deploy"] == "done" and statuses(changed)["agent"] == "done"
     assert manifest(wd)["stages"]["deploy"]["started"] > before
+
+
+def test_editing_a_file_named_in_the_settings_reruns_the_stage(fake_chain):
+    chain = fake_chain({"data": "ECHO", "pretrain": "NEEDS_DATA"})
+    text = chain.read_text().replace("  data: {plugin: ", "  data: {inputs: [corpus.txt], plugin: ")
+    chain.write_text(text)
+    (chain.parent / "corpus.txt").write_text("one\n")
+    assert ichain("run", chain, "--json").returncode == 0
+    same = ichain("run", chain, "--json")
+    assert statuses(same) == {"data": "up to date", "pretrain": "up to date"}
+    (chain.parent / "corpus.txt").write_text("two\n")  # same path, new content
+    edited = ichain("run", chain, "--json")
+    assert edited.returncode == 0, edited.stderr
+    assert statuses(edited)["data"] == "done"

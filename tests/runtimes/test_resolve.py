@@ -73,3 +73,21 @@ def test_an_env_from_an_older_sync_format_is_resynced(tmp_path, monkeypatch):
     (env / ".ichain-runtime.json").write_text(f'{{"lock_hash": "{digest}", "variant": "cpu"}}')
     state = env_state("data", "cpu", tmp_path / "cache")
     assert not state.synced and "older" in state.reason
+
+
+def test_a_docker_runtime_gets_the_jobs_env_and_cwd(write_chain, tmp_path):
+    import json
+    import subprocess
+    import sys
+
+    chain = write_chain(f"name: t\ndevice: cpu\nworkdir: {tmp_path / 'w'}\nstages:\n  data:\n    demo_corpus: 10\n"
+                        "    runtime: {image: 'reg/data:1', engine: docker}\n")
+    res = subprocess.run([sys.executable, "-m", "internlm_chain", "run", str(chain), "--dry-run", "--json"],
+                         capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr
+    job = json.loads(res.stdout)[0]["jobs"][0]
+    argv = job["argv"]
+    assert argv[:2] == ["docker", "run"] and "reg/data:1" in argv
+    env_keys = [argv[i + 1] for i, a in enumerate(argv) if a == "-e"]
+    assert set(job["env"]) <= set(env_keys)
+    assert argv[argv.index("-w") + 1] == job["cwd"]

@@ -36,10 +36,12 @@ Script = list[Any] | Callable[[dict], Any]
 
 
 class ScriptedOpenAI:
-    def __init__(self, script: Script, model: str = "scripted-model"):
+    def __init__(self, script: Script, model: str = "scripted-model", strict_model: bool = False):
         self.script = script
         self.model = model
+        self.strict_model = strict_model  # like real servers: 404 for a model name it does not serve
         self.requests: list[dict] = []
+        self.auth: list[str | None] = []  # the Authorization header of each chat request
         self.paths: list[str] = []
         self._lock = threading.Lock()
         self._server: ThreadingHTTPServer | None = None
@@ -80,9 +82,10 @@ class ScriptedOpenAI:
         return self.root_url + "/v1"
 
     # ---- scripting -----------------------------------------------------------------------------
-    def next_reply(self, body: dict) -> Reply:
+    def next_reply(self, body: dict, auth: str | None = None) -> Reply:
         with self._lock:
             self.requests.append(body)
+            self.auth.append(auth)
             index = len(self.requests) - 1
         if callable(self.script):
             item = self.script(body)
@@ -146,7 +149,12 @@ def _handler_for(server: ScriptedOpenAI):
             except json.JSONDecodeError:
                 self._send(400, b'{"error": {"message": "request body is not JSON"}}')
                 return
-            reply = server.next_reply(body)
+            if server.strict_model and body.get("model") not in (None, server.model):
+                server.requests.append(body)
+                self._send(404, json.dumps({"error": {"message": f"model '{body.get('model')}' is not served",
+                                                      "type": "invalid_request_error"}}).encode())
+                return
+            reply = server.next_reply(body, self.headers.get("Authorization"))
             if reply.delay_s:
                 time.sleep(reply.delay_s)
             if reply.raw is not None or reply.status != 200:
@@ -169,3 +177,12 @@ def _handler_for(server: ScriptedOpenAI):
             self._send(200, json.dumps(_completion(server.model, content)).encode())
 
     return Handler
+
+
+def unused_port() -> int:
+    """A port nothing listens on (for unreachable-endpoint tests)."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]

@@ -8,7 +8,7 @@ from pydantic import ValidationError
 
 from internlm_chain import __version__
 from internlm_chain.chain.artifacts import Artifact
-from internlm_chain.chain.fingerprint import stage_fingerprint
+from internlm_chain.chain.fingerprint import settings_paths, stage_fingerprint
 from internlm_chain.chain.job import Job
 from internlm_chain.config.interpolate import PLACEHOLDER, REFERENCE, is_reference
 from internlm_chain.config.loader import LoadedChain
@@ -146,5 +146,8 @@ class Planner:
         settings = ctx.resolved_settings.model_dump(mode="json", exclude={"enabled", "launcher"})
         chain_level = {"device": self.device, "model": self.config.model.model_dump(mode="json")}
         inputs = {k: a.fingerprint or a.path for k, a in sorted(ctx.inputs.items())}
+        stage_settings = {k: v for k, v in settings.items() if k != "runtime"}
+        files = settings_paths([stage_settings, chain_level["model"]], self.loaded.base_dir, self.workdir)
+        inputs.update({f"file:{path}": sig for path, sig in sorted(files.items())})
         lock = lock_hash(self.loaded, ctx.stage, impl.runtime, self.device) if impl.runtime else ""
         return stage_fingerprint(ctx.stage, {"stage": settings, "chain": chain_level}, inputs, lock, __version__)

@@ -28,6 +28,7 @@ from internlm_chain.chain.workdir_lock import WorkdirLock
 from internlm_chain.config.loader import LoadedChain
 from internlm_chain.errors import ChainError, Problem, StageFailed
 from internlm_chain.launch.base import effective_settings, launcher_for
+from internlm_chain.runtimes.resolve import wrap_job_env
 from internlm_chain.stages import STAGE_ORDER
 from internlm_chain.stages.base import JobResult, StageContext
 
@@ -167,6 +168,8 @@ class ChainRunner:
         for job in self.planner.impl(stage).plan(ctx):
             if job.log is None:
                 job = job.model_copy(update={"log": str(ctx.out_dir / "logs" / f"{job.name}.log")})
+            # docker passes neither our environment nor our cwd into the container: say both explicitly
+            job = job.model_copy(update={"argv": wrap_job_env(job.argv, job.env, job.cwd)})
             jobs.append(job)
         return jobs
 

@@ -127,11 +127,42 @@ def check_tools(s: AgentSettings, problem: ProblemFn, *, base_dir: Path, python:
     return out
 
 
+def _catalogue_cache(python: tuple[str, ...]) -> Path | None:
+    """Where the tool list of this exact runtime is kept: asking it costs a second of imports, and
+    `ichain config validate` should stay fast. The key changes when the runtime is re-synced."""
+    from internlm_chain.chain.fingerprint import stable_hash
+    from internlm_chain.runtimes.resolve import cache_dir
+
+    exe = Path(python[0])
+    marker = exe.parent.parent / ".ichain-runtime.json"
+    try:
+        stamp = marker.read_text() if marker.exists() else str(exe.stat().st_mtime_ns)
+    except OSError:
+        return None
+    worker = sorted((f.name, f.stat().st_size, f.stat().st_mtime_ns) for f in (WORKERS_DIR / "agentrun").glob("*.py"))
+    return cache_dir() / "tool-catalogues" / (stable_hash([list(python), stamp, worker])[:24] + ".json")
+
+
 @functools.lru_cache(maxsize=8)
 def tool_catalogue(python: tuple[str, ...]) -> list[dict] | None:
-    """The runtime's own tool list (names, parameters, missing packages), asked once per process."""
+    """The runtime's own tool list (names, parameters, missing packages), asked once per runtime sync."""
     if not python or not Path(python[0]).is_file():
         return None
+    cached = _catalogue_cache(python)
+    if cached is not None and cached.exists():
+        try:
+            return json.loads(cached.read_text(encoding="utf-8"))
+        except ValueError:
+            pass
+    catalogue = _ask_runtime(python)
+    if catalogue is not None and cached is not None:
+        from internlm_chain.chain.manifest import write_atomic
+
+        write_atomic(cached, json.dumps(catalogue))
+    return catalogue
+
+
+def _ask_runtime(python: tuple[str, ...]) -> list[dict] | None:
     try:
         res = subprocess.run([*python, "-m", "agentrun", "tools", "list", "--json"], capture_output=True, text=True,
                              timeout=180, env={**os.environ, **worker_env()})
