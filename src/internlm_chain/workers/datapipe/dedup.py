@@ -13,24 +13,33 @@ from __future__ import annotations
 
 import hashlib
 import os
-import re
 
 import numpy as np
 
-from .minhash import OPHMinHash, band_keys_many, similarity
+from .minhash import OPHMinHash, band_keys_many, doc_word_codes, signatures, similarity, word_codes
 
-_FOLD = re.compile(r"[\W_]+")
 PAIR_CHUNK = 1 << 20
 VERIFY_CHUNK = 1 << 15  # 64 MiB of gathered signatures
 MEM_BUDGET = 512 << 20
+SIG_BATCH = 256
+LOW16_BUDGET = 256 << 20  # 2 B x documents x num_perm: ~1M documents at 128 permutations
 
 
 def _h64(s: str) -> int:
     return int.from_bytes(hashlib.blake2b(s.encode("utf-8"), digest_size=8).digest(), "little")
 
 
-def exact_key(text: str) -> int:
-    return _h64(_FOLD.sub("", text.lower()))
+def exact_key(text: str, codes: tuple[np.ndarray, np.ndarray] | None = None) -> int:
+    """Hash of the lower-cased letters and digits only (case, spacing and punctuation folded away)."""
+    c32, isword = codes if codes is not None else word_codes(text)
+    return _h64_buffer(c32[isword])
+
+
+try:
+    from xxhash import xxh3_64_intdigest as _h64_buffer  # ~15x faster than blake2b on a document
+except ImportError:  # pragma: no cover - the data runtime ships xxhash
+    def _h64_buffer(buf) -> int:
+        return int.from_bytes(hashlib.blake2b(memoryview(buf).cast("B"), digest_size=8).digest(), "little")
 
 
 def line_key(line: str) -> int:
@@ -43,7 +52,7 @@ class ExactCollector:
         self.keys: list[int] = []
 
     def add(self, doc: dict) -> None:
-        self.keys.append(exact_key(doc["text"]))
+        self.keys.append(exact_key(doc["text"], doc_word_codes(doc)))
 
     def save(self, prefix: str) -> None:
         np.save(prefix + ".keys.npy", np.asarray(self.keys, dtype=np.uint64).reshape(-1, 1))
@@ -56,12 +65,22 @@ class NearCollector:
         self.mh = OPHMinHash(num_perm, char_ngram, word_ngram)
         self.bands = bands
         self.sigs: list[np.ndarray] = []
+        self.pending: list[tuple[np.ndarray, np.ndarray]] = []
 
     def add(self, doc: dict) -> None:
-        self.sigs.append(self.mh.signature(doc["text"]))
+        # signatures are computed SIG_BATCH documents at a time: one set of numpy calls per batch
+        self.pending.append(doc_word_codes(doc))
+        if len(self.pending) >= SIG_BATCH:
+            self._flush()
+
+    def _flush(self) -> None:
+        if self.pending:
+            self.sigs.append(signatures(self.mh, self.pending))
+            self.pending = []
 
     def save(self, prefix: str) -> None:
-        sigs = np.stack(self.sigs) if self.sigs else np.zeros((0, self.mh.k), dtype=np.uint64)
+        self._flush()
+        sigs = np.concatenate(self.sigs) if self.sigs else np.zeros((0, self.mh.k), dtype=np.uint64)
         keys = band_keys_many(sigs, self.bands)
         np.save(prefix + ".sig.npy", sigs)
         np.save(prefix + ".keys.npy", keys)
@@ -181,15 +200,51 @@ def _gather(sig_mmaps, offsets: np.ndarray, idx: np.ndarray) -> np.ndarray:
     return out
 
 
+def _unique_pairs(pairs: np.ndarray, n: int) -> np.ndarray:
+    """`np.unique(pairs, axis=0)` (same rows, same order) through one int64 per pair: ~20x faster."""
+    if len(pairs) == 0 or n >= 1 << 31:
+        return np.unique(pairs, axis=0)
+    packed = np.sort(pairs[:, 0] * np.int64(n) + pairs[:, 1])
+    packed = packed[np.concatenate(([True], packed[1:] != packed[:-1]))]
+    return np.stack([packed // n, packed % n], axis=1)
+
+
+def _low16(sig_mmaps, n: int) -> np.ndarray | None:
+    """The low 16 bits of every signature value in memory (2 B per value), when that stays within
+    LOW16_BUDGET; None otherwise (candidates are then verified on the memory-mapped signatures only)."""
+    k = next((m.shape[1] for m in sig_mmaps if m.ndim == 2), 0)
+    if not k or n * k * 2 > LOW16_BUDGET:
+        return None
+    low = np.empty((n, k), dtype=np.uint16)
+    row = 0
+    for m in sig_mmaps:
+        for i in range(0, len(m), VERIFY_CHUNK):
+            part = np.asarray(m[i:i + VERIFY_CHUNK])
+            low[row:row + len(part)] = part.astype(np.uint16)  # truncation keeps the low 16 bits
+            row += len(part)
+    return low
+
+
 def cluster(key_files: list[str], offsets: np.ndarray, dropped: np.ndarray, spill_dir: str,
             sig_files: list[str] | None = None, threshold: float = 0.0, partitions: int = 0) -> np.ndarray:
     """The representative (smallest index) of each document's duplicate cluster."""
     n = int(offsets[-1])
     uf = UnionFind(n)
     sig_mmaps = [np.load(f, mmap_mode="r") for f in sig_files] if sig_files else None
+    low = _low16(sig_mmaps, n) if sig_mmaps else None
     for path in _candidate_pairs(key_files, offsets, dropped, spill_dir, partitions):
-        pairs = np.unique(np.load(path), axis=0)
+        pairs = _unique_pairs(np.load(path), n)
         if sig_mmaps is not None and len(pairs):
+            if low is not None:
+                # equal 64-bit values have equal low 16 bits, so this only drops pairs the full check
+                # would drop too, while reading 4x fewer bytes; few random pairs survive it
+                k = low.shape[1]
+                keep = np.zeros(len(pairs), dtype=bool)
+                for i in range(0, len(pairs), VERIFY_CHUNK):
+                    part = pairs[i:i + VERIFY_CHUNK]
+                    keep[i:i + VERIFY_CHUNK] = (np.count_nonzero(low[part[:, 0]] == low[part[:, 1]], axis=1) / k
+                                                >= threshold)
+                pairs = pairs[keep]
             # verified in slices: two gathered signature rows cost 2 KB per pair
             keep = np.zeros(len(pairs), dtype=bool)
             for i in range(0, len(pairs), VERIFY_CHUNK):

@@ -13,17 +13,29 @@ import os
 
 import numpy as np
 
+_SCRIPT_TABLE: np.ndarray | None = None
+
+
+def _script_table() -> np.ndarray:
+    """Script of each BMP code point: 1 Han, 2 Latin letter, 3 kana or hangul, 0 anything else."""
+    global _SCRIPT_TABLE
+    if _SCRIPT_TABLE is None:
+        t = np.zeros(65536, dtype=np.uint8)
+        for lo, hi in ((0x4E00, 0x9FFF), (0x3400, 0x4DBF), (0xF900, 0xFAFF)):
+            t[lo:hi + 1] = 1
+        t[0x41:0x5B] = t[0x61:0x7B] = 2
+        t[0x3040:0x3100] = t[0xAC00:0xD7B0] = 3
+        _SCRIPT_TABLE = t
+    return _SCRIPT_TABLE
+
 
 def _script_counts(text: str) -> tuple[int, int, int]:
-    """(Han, Latin letters, kana + hangul) in one vectorised pass."""
+    """(Han, Latin letters, kana + hangul) in one table lookup (code points beyond the BMP count as none)."""
     c = np.frombuffer(text.encode("utf-32-le"), dtype=np.uint32)
-    han = np.count_nonzero(((c >= 0x4E00) & (c <= 0x9FFF)) | ((c >= 0x3400) & (c <= 0x4DBF))
-                           | ((c >= 0xF900) & (c <= 0xFAFF)))
+    _, han, latin, kana = np.bincount(_script_table()[np.minimum(c, 0xFFFF)], minlength=4).tolist()
     if not han:
         return 0, 0, 0
-    latin = np.count_nonzero(((c | 0x20) >= 0x61) & ((c | 0x20) <= 0x7A))
-    kana = np.count_nonzero(((c >= 0x3040) & (c <= 0x30FF)) | ((c >= 0xAC00) & (c <= 0xD7AF)))
-    return int(han), int(latin), int(kana)
+    return han, latin, kana
 
 
 def bundled_model_path() -> str:
@@ -52,6 +64,13 @@ class LangId:
         self.max_chars = max_chars
         self.model = load_fasttext(model or bundled_model_path())
 
+    def _predict(self, sample: str) -> tuple[str, float]:
+        # the binding directly: fasttext's Python wrapper adds a line check and numpy arrays per call
+        pred = self.model.f.predict(sample.replace("\n", " ") + "\n", 1, 0.0, "strict")
+        if not pred:
+            return "", 0.0
+        return pred[0][1], float(pred[0][0])
+
     def detect(self, text: str) -> tuple[str, float]:
         # lid.176 misreads shouting: an all-caps English page comes out as Spanish or German
         sample = text[: self.max_chars].lower()
@@ -62,13 +81,13 @@ class LangId:
                 # plainly Chinese by script; the n-gram model (half the step's cost) adds nothing here
                 return "zh", round(min(1.0, 0.5 + share / 2), 4)
             if share >= self.min_han_share and kana < 0.05 * han:
-                labels, probs = self.model.predict(sample.replace("\n", " "), k=1)
-                if labels[0] == "__label__zh":
-                    return "zh", float(probs[0])
+                label, prob = self._predict(sample)
+                if label == "__label__zh":
+                    return "zh", prob
                 # the model leans elsewhere on English-heavy Chinese; the script share decides
                 return "zh", round(min(1.0, 0.5 + share / 2), 4)
-        labels, probs = self.model.predict(sample.replace("\n", " "), k=1)
-        return labels[0].replace("__label__", ""), float(probs[0])
+        label, prob = self._predict(sample)
+        return label.replace("__label__", ""), prob
 
     def __call__(self, doc: dict):
         lang, score = self.detect(doc["text"])

@@ -149,13 +149,14 @@ def read_jsonl(path: str, text_key: str) -> Iterator[tuple[str, dict]]:
                 if not raw.strip():
                     continue
                 try:
-                    raw.decode("utf-8")
-                except UnicodeDecodeError as exc:
-                    yield _bad(path, n, f"non-UTF-8 bytes at column {exc.start + 1}")
-                    continue
-                try:
                     obj = _loads(raw)
                 except ValueError as exc:
+                    # the UTF-8 check only for lines that failed: the parser rejects bad UTF-8 too
+                    try:
+                        raw.decode("utf-8")
+                    except UnicodeDecodeError as bad:
+                        yield _bad(path, n, f"non-UTF-8 bytes at column {bad.start + 1}")
+                        continue
                     yield _bad(path, n, f"malformed JSON: {str(exc)[:120]}")
                     continue
                 rec, err = _record_from_obj(obj, path, n, text_key)
