@@ -114,7 +114,8 @@ def test_ichain_data_run_on_demo_corpus(tmp_path):
     res = subprocess.run([*ichain, "data", "run", str(tmp_path / "corpus"), "-o", str(tmp_path / "out"),
                           "--tokenizer", "train", "--workers", "2", "--json"], capture_output=True, text=True, env=env)
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
-    out = tmp_path / "out" / "data"
+    out = tmp_path / "out"  # OUT/clean, OUT/report.json, … as the flags form promises
+    assert (out / "clean").is_symlink() and (out / ".ichain" / "data" / "clean").is_dir()
     rep = json.loads((out / "report.json").read_text())
     truth = json.loads((tmp_path / "corpus" / ".truth.json").read_text())
     assert rep["malformed"] == truth["malformed"]  # 3 bad lines + the empty file
@@ -139,7 +140,7 @@ def test_ichain_data_run_on_demo_corpus(tmp_path):
     bins = sorted((out / "internevo").glob("*/*.bin"))
     assert {b.parent.name for b in bins} == {"zh", "en"} and all(Path(str(b) + ".meta").exists() for b in bins)
     assert (out / "report.html").read_text().count("data:image/png;base64,") >= 3
-    manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    manifest = json.loads((tmp_path / "out" / ".ichain" / "manifest.json").read_text())
     assert manifest["stages"]["data"]["metrics"]["docs_kept"] == rep["docs_kept"] == len(clean)
     res = subprocess.run([*ichain, "data", "report", str(tmp_path / "out")], capture_output=True, text=True, env=env)
     assert res.returncode == 0 and "near duplicate" in res.stdout

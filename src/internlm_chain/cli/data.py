@@ -17,7 +17,7 @@ def _csv(value: str | None) -> list[str] | None:
 
 def flags_chain(inputs: list[Path], out: Path, languages: str | None, text_key: str | None, workers: int | None,
                 executor: str | None, tokenizer: str | None, outputs: str | None):
-    """An in-memory chain with only a data stage; workdir = OUT, so outputs land in OUT/data/."""
+    """An in-memory chain with only a data stage, its workdir hidden in OUT/.ichain (see `link_outputs`)."""
     from pydantic import ValidationError
 
     from internlm_chain.config.loader import LoadedChain
@@ -34,7 +34,7 @@ def flags_chain(inputs: list[Path], out: Path, languages: str | None, text_key: 
     if tokenizer is not None:
         section["tokenizer"] = tokenizer if tokenizer == "train" else str(Path(tokenizer).expanduser().resolve())
     out = out.expanduser().resolve()
-    data = {"name": "data", "workdir": str(out), "device": "cpu", "stages": {"data": section}}
+    data = {"name": "data", "workdir": str(out / WORKDIR), "device": "cpu", "stages": {"data": section}}
     doc = Located(data, {})
     try:
         config = ChainConfig.model_validate(data)
@@ -43,10 +43,29 @@ def flags_chain(inputs: list[Path], out: Path, languages: str | None, text_key: 
     return LoadedChain(config=config, doc=doc, path=out / "ichain-data.yaml")
 
 
+WORKDIR = ".ichain"
+
+
+def link_outputs(out: Path) -> None:
+    """OUT/clean, OUT/report.json, … as the flags form promises, pointing into the published stage.
+
+    The runner publishes `<workdir>/data` atomically (a re-run swaps the whole folder), so relative
+    links into it stay valid and never show a half-written run.
+    """
+    published = out / WORKDIR / "data"
+    for entry in sorted(published.iterdir()):
+        link = out / entry.name
+        if link.is_symlink():
+            link.unlink()
+        elif link.exists():
+            continue  # never replace a user's own file
+        link.symlink_to(Path(WORKDIR) / "data" / entry.name)
+
+
 @app.command("run")
 def run(
     inputs: list[Path] = typer.Argument(None, help="Input files or directories.", show_default=False),
-    out: Path = typer.Option(None, "-o", "--out", help="Output directory (results in OUT/data/)."),
+    out: Path = typer.Option(None, "-o", "--out", help="Output directory: OUT/clean, OUT/internevo, … ."),
     languages: str = typer.Option(None, "--languages", help="Languages to keep, e.g. zh,en."),
     text_key: str = typer.Option(None, "--text-key", help="Field holding the text (default: text)."),
     workers: int = typer.Option(None, "--workers", min=0, help="Parallel shard workers (0 = all cores)."),
@@ -76,10 +95,12 @@ def run(
 
     loaded = flags_chain(inputs, out, languages, text_key, workers, executor, tokenizer, outputs)
     run_chain(loaded, only=["data"], dry_run=dry_run, as_json=as_json, show_files=show_files, explicit=True)
+    if not dry_run:
+        link_outputs(out.expanduser().resolve())
 
 
 def find_report(out: Path) -> Path | None:
-    for cand in (out / "report.json", out / "data" / "report.json"):
+    for cand in (out / "report.json", out / "data" / "report.json", out / WORKDIR / "data" / "report.json"):
         if cand.exists():
             return cand
     return None
