@@ -80,3 +80,25 @@ def tiny_model(tmp_path_factory) -> Path:
         pytest.fail(f"tiny_model.py failed:\n{res.stdout}\n{res.stderr}", pytrace=False)
     assert (out / "config.json").is_file()
     return out
+
+
+@pytest.fixture(scope="session")
+def slurm(tmp_path_factory):
+    """A real single-node Slurm cluster on loopback (tests/launch/slurm_cluster.py), shared by the
+    launcher and data tests; skipped, saying why, where Slurm cannot be installed or started."""
+    import sys
+
+    from tests.launch.slurm_cluster import LocalSlurm, why_unavailable
+
+    reason = why_unavailable()
+    if reason:
+        print(f"\nSKIP Slurm tests: {reason}", file=sys.stderr)
+        pytest.skip(reason)
+    cluster = LocalSlurm(tmp_path_factory.mktemp("slurm"))
+    try:
+        cluster.start()
+    except (RuntimeError, OSError) as exc:
+        print(f"\nSKIP Slurm tests: cannot start a local Slurm: {exc}", file=sys.stderr)
+        pytest.skip(f"cannot start a local Slurm: {exc}")
+    yield cluster
+    cluster.stop()

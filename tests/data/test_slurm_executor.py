@@ -32,16 +32,17 @@ def _run(cluster, out: Path, corpus: Path):
 def _jobs(cluster) -> list[str]:
     res = subprocess.run(["sacct", "-c", "-n", "-X", "-o", "JobID,JobName%40,State"], capture_output=True,
                          text=True, env=cluster.env)
-    return [line for line in res.stdout.splitlines() if "ichain-data" in line]
+    # only the pipeline's own arrays: the session's cluster also ran the launcher tests' jobs
+    return [line for line in res.stdout.splitlines() if re.search(r"ichain-data-(map|decide)-", line)]
 
 
-def test_slurm_executor_end_to_end_and_resume(data_slurm, tmp_path, golden):
+def test_slurm_executor_end_to_end_and_resume(slurm, tmp_path, golden):
     python = runtime_python("data")
     corpus = tmp_path / "corpus"
     subprocess.run([str(python), "-m", "datapipe", "demo", str(corpus), "--docs", "40"],
                    env={**os.environ, "PYTHONPATH": str(WORKERS)}, check=True, capture_output=True)
     out = tmp_path / "out"
-    res = _run(data_slurm, out, corpus)
+    res = _run(slurm, out, corpus)
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
     rep = json.loads((out / "report.json").read_text())
     assert rep["docs_kept"] > 30 and rep["malformed"] == 4
@@ -50,7 +51,7 @@ def test_slurm_executor_end_to_end_and_resume(data_slurm, tmp_path, golden):
     assert [r.name for r in runs] == ["00-map-0", "01-decide-0", "02-map-1"]
     n_shards = len(json.loads((out / "_work" / "shards.json").read_text()))
     assert len(list((runs[0] / "completions").iterdir())) == n_shards
-    jobs = _jobs(data_slurm)
+    jobs = _jobs(slurm)
     assert jobs and all("COMPLETED" in j for j in jobs), jobs
     # the launch scripts datatrove rendered and submitted, with machine paths normalised
     prefix = str(Path(str(python)).parent.parent)
@@ -63,10 +64,10 @@ def test_slurm_executor_end_to_end_and_resume(data_slurm, tmp_path, golden):
 
     # re-run: every task has its completion file, so nothing is submitted again
     clean = {f.name: f.read_bytes() for f in (out / "clean").glob("*.jsonl")}
-    res = _run(data_slurm, out, corpus)
+    res = _run(slurm, out, corpus)
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
     assert "submitted none (all complete)" in res.stdout
-    assert len(_jobs(data_slurm)) == len(jobs)
+    assert len(_jobs(slurm)) == len(jobs)
 
     # an interrupted final pass: one shard's task lost its completion file and output -> only it reruns
     victim = sorted((runs[2] / "completions").iterdir())[0]
@@ -74,14 +75,14 @@ def test_slurm_executor_end_to_end_and_resume(data_slurm, tmp_path, golden):
     victim.unlink()
     (out / "_work" / "markers" / "p1" / f"{sid}.done").unlink()
     (out / "clean" / f"{sid}.jsonl").unlink()
-    res = _run(data_slurm, out, corpus)
+    res = _run(slurm, out, corpus)
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
     assert json.loads((runs[2] / "ranks_to_run.json").read_text()) == [int(victim.name)]
-    assert len(_jobs(data_slurm)) == len(jobs) + 1
+    assert len(_jobs(slurm)) == len(jobs) + 1
     assert {f.name: f.read_bytes() for f in (out / "clean").glob("*.jsonl")} == clean
 
 
-def test_failing_slurm_task_fails_the_run(data_slurm, tmp_path):
+def test_failing_slurm_task_fails_the_run(slurm, tmp_path):
     corpus = tmp_path / "corpus"
     corpus.mkdir()
     (corpus / "a.jsonl").write_text('{"text": "hello"}\n')
@@ -93,7 +94,7 @@ def test_failing_slurm_task_fails_the_run(data_slurm, tmp_path):
            "slurm": {"partition": "debug", "time": "00:05:00", "venv_path": str(bad)}}
     out.mkdir()
     (out / "pipeline.json").write_text(json.dumps(cfg))
-    env = {**data_slurm.env, "PYTHONPATH": str(WORKERS)}
+    env = {**slurm.env, "PYTHONPATH": str(WORKERS)}
     res = subprocess.run([str(runtime_python("data")), "-m", "datapipe", "run", "--config", str(out / "pipeline.json")],
                          capture_output=True, text=True, env=env, timeout=600)
     assert res.returncode != 0
