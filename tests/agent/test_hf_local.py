@@ -1,12 +1,10 @@
 """A local Hugging Face model in-process (Lagent's HF wrapper through our glue), with the tiny model.
 
-Needs a runtime with torch + transformers besides lagent/agentlego: ICHAIN_RUNTIME_AGENT_HF names its
-interpreter (the agent lock is CPU-light and has no torch); skipped, with the reason, without one.
+The agent runtime's CPU lock carries torch + transformers 4.41 for this path.
 """
 
 from __future__ import annotations
 
-import os
 import subprocess
 from pathlib import Path
 
@@ -18,10 +16,9 @@ pytestmark = pytest.mark.upstream
 
 @pytest.fixture(scope="module")
 def hf_python() -> Path:
-    python = os.environ.get("ICHAIN_RUNTIME_AGENT_HF")
-    if not python:
-        pytest.skip("ICHAIN_RUNTIME_AGENT_HF is not set (an agent runtime with torch and transformers)")
-    return Path(python)
+    from tests.conftest import runtime_python
+
+    return runtime_python("agent")
 
 
 def test_tiny_model_in_process_ends_cleanly_at_the_turn_limit(hf_python, tmp_path):
