@@ -18,13 +18,8 @@ def _csv(value: str | None) -> list[str] | None:
 def flags_chain(inputs: list[Path], out: Path, languages: str | None, text_key: str | None, workers: int | None,
                 executor: str | None, tokenizer: str | None, outputs: str | None):
     """An in-memory chain with only a data stage, its workdir hidden in OUT/.ichain (see `link_outputs`)."""
-    from pydantic import ValidationError
-
-    from internlm_chain.config.loader import LoadedChain
-    from internlm_chain.config.models import ChainConfig
+    from internlm_chain.config.loader import chain_from_document
     from internlm_chain.config.source import Located
-    from internlm_chain.config.validate import problems_from_validation
-    from internlm_chain.errors import ChainError
 
     section: dict = {"inputs": [str(p.expanduser().resolve()) for p in inputs]}
     for key, value in (("languages", _csv(languages)), ("text_key", text_key), ("workers", workers),
@@ -35,12 +30,7 @@ def flags_chain(inputs: list[Path], out: Path, languages: str | None, text_key: 
         section["tokenizer"] = tokenizer if tokenizer == "train" else str(Path(tokenizer).expanduser().resolve())
     out = out.expanduser().resolve()
     data = {"name": "data", "workdir": str(out / WORKDIR), "device": "cpu", "stages": {"data": section}}
-    doc = Located(data, {})
-    try:
-        config = ChainConfig.model_validate(data)
-    except ValidationError as exc:
-        raise ChainError(problems_from_validation(exc, ChainConfig, doc)) from None
-    return LoadedChain(config=config, doc=doc, path=out / "ichain-data.yaml")
+    return chain_from_document(Located(data, {}), out / "ichain-data.yaml")
 
 
 WORKDIR = ".ichain"

@@ -130,7 +130,11 @@ def check_references(config: ChainConfig, doc: Located) -> list[Problem]:
 def load_chain(path: str | Path, overrides: Sequence[str] = (), environ: Mapping[str, str] | None = None) -> LoadedChain:
     """Load and validate a chain file; raise `ChainError` with every problem found."""
     path = Path(path)
-    doc = load_document(path, overrides, environ)
+    return chain_from_document(load_document(path, overrides, environ), path.resolve())
+
+
+def chain_from_document(doc: Located, path: Path) -> LoadedChain:
+    """Validate a raw document (from a file, or built from CLI flags) into a chain "read from" `path`."""
     try:
         config = ChainConfig.model_validate(doc.data)
     except ValidationError as exc:
@@ -138,4 +142,4 @@ def load_chain(path: str | Path, overrides: Sequence[str] = (), environ: Mapping
     problems = check_references(config, doc)
     if problems:
         raise ChainError(problems)
-    return LoadedChain(config=config, doc=doc, path=path.resolve())
+    return LoadedChain(config=config, doc=doc, path=path)

@@ -9,14 +9,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from pydantic import ValidationError
-
-from internlm_chain.config.loader import LoadedChain, check_references
+from internlm_chain.config.loader import LoadedChain, chain_from_document
 from internlm_chain.config.merge import apply_override
-from internlm_chain.config.models import ChainConfig
 from internlm_chain.config.source import Located, Location
-from internlm_chain.config.validate import problems_from_validation
-from internlm_chain.errors import ChainError
 
 
 def chain_from_flags(values: dict, overrides: Sequence[str] = (), device: str | None = None,
@@ -38,12 +33,5 @@ def chain_from_flags(values: dict, overrides: Sequence[str] = (), device: str | 
     doc = Located(data, locations)
     for text in overrides:
         apply_override(doc, text)
-    try:
-        config = ChainConfig.model_validate(doc.data)
-    except ValidationError as exc:
-        raise ChainError(problems_from_validation(exc, ChainConfig, doc)) from None
-    problems = check_references(config, doc)
-    if problems:
-        raise ChainError(problems)
     # the chain "file" sits in the current directory, so relative --model/--data resolve from there
-    return LoadedChain(config=config, doc=doc, path=cwd / "ichain-finetune-flags.yaml")
+    return chain_from_document(doc, cwd / "ichain-finetune-flags.yaml")
