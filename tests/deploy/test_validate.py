@@ -129,7 +129,6 @@ def test_adapter_needs_the_pytorch_engine_and_a_peft_folder(write_chain, fake_mo
 
 
 def _finetune_merge_false_chain(write_chain, tmp_path, device: str):
-    import json
 
     from finetune.finetune_helpers import fake_7b, sft_rows, write_jsonl
 
