@@ -32,6 +32,10 @@ def _ichain(*args: str) -> subprocess.CompletedProcess:
 
 
 def test_adapter_only_output_feeds_eval_and_deploy(tmp_path, tiny_model):
+    peft = subprocess.run([str(runtime_python("opencompass")), "-c", "import peft"], capture_output=True, text=True)
+    if peft.returncode != 0:
+        pytest.fail("the opencompass runtime has no `peft` (its lock pins it since adapters are evaluated with "
+                    "peft_path): run `ichain env sync opencompass`", pytrace=False)
     data = write_jsonl(tmp_path / "sft.jsonl", sft_rows(24))
     quiz = write_jsonl(tmp_path / "quiz.jsonl", MCQ)
     workdir = tmp_path / "runs"

@@ -122,7 +122,7 @@ class DeployStage(Stage):
                             "quantize": q.model_dump(mode="json", exclude={"enabled", "calib_data"}),
                             "lmdeploy": lock_hash(ctx.chain, self.name, "lmdeploy", ctx.device)})[:20]
 
-    def quantized_dir(self, ctx: StageContext, base: Path | None = None) -> Path:
+    def quantized_dir(self, ctx: StageContext) -> Path:
         """Where this quantisation lives: outside the stage's own folder, which every run replaces."""
         q = ctx.settings.quantize
         return ctx.chain.workdir / ".cache" / "quantized" / f"{q.method}-{self.quantize_key(ctx)}"
