@@ -178,3 +178,23 @@ def test_collect_refuses_an_incomplete_quantisation(write_chain, fake_model, tmp
     (out / "config.json").write_text("{}")  # looks like a model, but no marker: never published by the worker
     with pytest.raises(StageFailed, match="no complete quantised model"):
         stage.collect(ctx, [])
+
+
+def quantize_cli_dry_run(chain: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "internlm_chain", "deploy", "quantize", "-c", str(chain),
+                           "--dry-run"], capture_output=True, text=True, timeout=120)
+
+
+def test_quantize_verb_writes_where_serve_reuses_it(write_chain, fake_model, tmp_path):
+    chain = quant_chain(write_chain, fake_model, tmp_path)
+    stage, ctx, _ = planned(chain)
+    out = stage.quantized_dir(ctx)
+    res = quantize_cli_dry_run(chain)
+    assert res.returncode == 0, res.stderr
+    assert f"--out {out}" in res.stdout and "lite auto_awq" in res.stdout
+    code, text = run(out, stage.quantize_key(ctx), "-c", FAKE_LITE, "@WORK@", "0")
+    assert code == 0, text
+    res = quantize_cli_dry_run(chain)
+    assert res.returncode == 0 and "already quantised with the same model and settings" in res.stderr, res.stderr
+    assert "lite auto_awq" not in res.stdout
+    assert planned(chain)[2] == ["serve"]

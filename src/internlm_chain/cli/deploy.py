@@ -230,7 +230,7 @@ def quantize(
     config: ConfigFile = None,
     sets: Sets = None,
     model: str = typer.Option(None, "--model", help="Model directory to quantise."),
-    out: Path = typer.Option(None, "--out", help="Where the quantised model goes (default: <workdir>/quantized)."),
+    out: Path = typer.Option(None, "--out", help="Where the quantised model goes (default: the deploy stage's own cache, so `serve` reuses it)."),
     method: str = typer.Option(None, "--method", help="awq (4-bit weights) | smooth_quant (W8A8)"),
     calib_data: str = typer.Option(None, "--calib-data", help="Local Hugging Face cache with the calibration set."),
     calib_dataset: str = typer.Option(None, "--calib-dataset", help="pileval | wikitext2 | c4 | ptb"),
@@ -240,8 +240,8 @@ def quantize(
     from internlm_chain.chain.artifacts import QuantizedModel
     from internlm_chain.chain.job import render_jobs_text
     from internlm_chain.chain.planner import Planner
+    from internlm_chain.cli.output import info, print_json
     from internlm_chain.cli.output import out as console
-    from internlm_chain.cli.output import print_json
     from internlm_chain.errors import ChainError, Problem, StageFailed
     from internlm_chain.launch.local import run_process
     from internlm_chain.stages.registry import get_stage
@@ -252,19 +252,27 @@ def quantize(
     loaded = _load(config, [*(sets or []), *flags], model)
     stage = get_stage("deploy")
     ctx = Planner(loaded).context("deploy")
-    target = (out or loaded.workdir / "quantized").expanduser().resolve()
+    # the stage's own cache by default: `ichain deploy serve` then reuses this quantisation instead of redoing it
+    target = (out or stage.quantized_dir(ctx)).expanduser().resolve()
     # only the quantisation matters here: the serving checks (ports, keys) do not apply
     serving_only = (".port", ".host", ".api_key_env", ".proxy.", ".backend")
     problems = [p for p in stage.validate(ctx) if not any(s in p.path for s in serving_only)]
     if problems:
         raise ChainError(problems)
     job = stage.quantize_job(ctx, target)
+    reused = out is None and stage.quantized_ready(ctx)
     if dry_run:
-        console.print(render_jobs_text([job]), markup=False)
+        if reused:
+            info(f"already quantised with the same model and settings: {target} (nothing to run)")
+        else:
+            console.print(render_jobs_text([job]), markup=False)
         return
-    result = run_process(job.model_copy(update={"log": str(target.parent / "quantize.log")}))
-    if result.state != "done" or not (target / "config.json").is_file():
-        raise StageFailed(Problem(f"quantisation failed (exit {result.returncode})", hint=f"log: {result.log}"))
+    if reused:
+        info(f"already quantised with the same model and settings: {target}")
+    else:
+        result = run_process(job.model_copy(update={"log": str(target.parent / f"{target.name}.log")}))
+        if result.state != "done" or not (target / "config.json").is_file():
+            raise StageFailed(Problem(f"quantisation failed (exit {result.returncode})", hint=f"log: {result.log}"))
     art = QuantizedModel(path=str(target), model_format="awq" if job.argv.count("auto_awq") else "smooth_quant",
                          chat_template=loaded.config.model.chat_template)
     (target / "ichain-artifact.json").write_text(art.model_dump_json(indent=2), encoding="utf-8")
