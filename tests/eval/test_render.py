@@ -307,3 +307,29 @@ def test_builtin_config_names_find_their_directory(name, module, mode):
 
     got_module, _family, got_mode = builtin_module(name)
     assert (got_module, got_mode) == (module, mode)
+
+
+def test_adapter_only_finetune_is_evaluated_on_the_base_it_was_trained_on(tmp_path, write_chain):
+    """finetune may train on another base than the chain's model.path (its own `model`, or pretrain's output)."""
+    from internlm_chain.chain.artifacts import Adapter
+    from internlm_chain.stages.eval.resolve import resolve
+
+    base = fake_model(tmp_path, "base")
+    trained_on = fake_model(tmp_path, "pretrained")
+    adapter = tmp_path / "adapter"
+    mcq_file(tmp_path)
+    chain = write_chain(f"""
+name: c
+device: cpu
+model: {{path: {base}}}
+stages:
+  finetune: {{enabled: false}}
+  eval: {{custom: [{{path: {tmp_path}/quiz.jsonl}}]}}
+""")
+    art = Adapter(path=str(adapter), base_model=str(trained_on), fingerprint="sha256:ad")
+    planner = Planner(load_chain(chain), {"finetune.adapter": art})
+    ctx = planner.context("eval")
+    ctx.inputs = {"finetune.adapter": planner.artifacts["finetune.adapter"]}  # as with finetune merge: false
+    plan = resolve(ctx)
+    assert [(m.abbr, m.path, m.adapter, m.fingerprint) for m in plan.models] == [
+        ("base", str(base), None, ""), ("finetuned", str(trained_on), str(adapter), "sha256:ad")]

@@ -164,8 +164,10 @@ def resolve(ctx: StageContext, problems: list[Problem] | None = None) -> EvalPla
         ft, ft_adapter = ctx.inputs.get("finetune.model"), ctx.inputs.get("finetune.adapter")
         if ft is not None:
             entries.append((ft.path, "finetune.model", "finetuned", None))
-        elif ft_adapter is not None and chain.model.path:  # LoRA without a merged model: base + adapter
-            entries.append((chain.model.path, "finetune.adapter", "finetuned", ft_adapter))
+        elif ft_adapter is not None and (ft_adapter.base_model or chain.model.path):
+            # LoRA without a merged model: the adapter on the base it was trained on (finetune's own
+            # `model` or pretrain's output may differ from the chain's model.path)
+            entries.append((ft_adapter.base_model or chain.model.path, "finetune.adapter", "finetuned", ft_adapter))
         for path, source, default_abbr, adapter in entries:
             full = _abs(ctx, path)
             fp_path = adapter.path if adapter is not None else path
