@@ -36,6 +36,15 @@ def test_not_a_model_is_an_error(write_chain, tmp_path):
     assert res.returncode == 2 and "model directory not found" in res.stderr
 
 
+def test_flags_form_errors_name_the_flag_not_a_scratch_file(tmp_path):
+    res = subprocess.run([sys.executable, "-m", "internlm_chain", "deploy", "serve", "--model", "nope", "--dry-run"],
+                         capture_output=True, text=True, timeout=60, cwd=tmp_path)
+    assert res.returncode == 2
+    assert res.stderr.startswith(f"error: --model: model.path: model directory not found: {tmp_path / 'nope'}"), \
+        res.stderr
+    assert "chain.yaml" not in res.stderr and "Traceback" not in res.stderr
+
+
 def test_port_in_use_is_an_error(write_chain, fake_model, tmp_path):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

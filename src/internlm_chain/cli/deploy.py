@@ -28,9 +28,9 @@ def _flag_sets(**fields) -> list[str]:
 
 def _load(config: Path | None, sets: list[str], model: str | None = None):
     """The chain file, or — with flags only — a one-stage chain in ./runs/ichain-deploy."""
-    import tempfile
-
-    from internlm_chain.config.loader import load_chain
+    from internlm_chain.config.loader import chain_from_document, load_chain
+    from internlm_chain.config.merge import apply_override
+    from internlm_chain.config.source import Located, Location
     from internlm_chain.errors import ChainError, Problem
 
     if config is not None:
@@ -38,15 +38,13 @@ def _load(config: Path | None, sets: list[str], model: str | None = None):
     if model is None:
         raise ChainError(Problem("give a chain file (-c FILE) or a model (--model PATH)"))
     workdir = (Path.cwd() / "runs" / FLAG_CHAIN).resolve()
-    with tempfile.TemporaryDirectory(prefix="ichain-deploy-") as tmp:
-        chain = Path(tmp) / "chain.yaml"
-        import json
-
-        # JSON is YAML; quoting keeps odd paths intact
-        chain.write_text(json.dumps({"name": FLAG_CHAIN, "workdir": str(workdir),
-                                     "model": {"path": str(Path(model).expanduser().resolve())},
-                                     "stages": {"deploy": {}}}), encoding="utf-8")
-        return load_chain(chain, sets)
+    doc = Located({"name": FLAG_CHAIN, "workdir": str(workdir), "model": {"path": str(Path(model).expanduser())},
+                   "stages": {"deploy": {}}},
+                  {(): Location("ichain deploy"), ("model", "path"): Location("--model")})
+    for text in sets:
+        apply_override(doc, text)
+    # errors then name the flag, not a scratch file; relative paths resolve from the current directory
+    return chain_from_document(doc, Path.cwd() / "ichain-deploy-flags.yaml")
 
 
 def _workdir(config: Path | None) -> Path:
