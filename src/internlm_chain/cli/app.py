@@ -45,6 +45,7 @@ def _register() -> None:
         eval_cmd,
         finetune,
         init_cmd,
+        model_cmd,
         plan_cmd,
         pretrain,
         report_cmd,
@@ -65,6 +66,7 @@ def _register() -> None:
     app.add_typer(eval_cmd.app, name="eval")
     app.add_typer(deploy.app, name="deploy")
     app.add_typer(agent.app, name="agent")
+    app.add_typer(model_cmd.app, name="model")
 
 
 _register()
