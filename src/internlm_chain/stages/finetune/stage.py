@@ -350,7 +350,8 @@ class FinetuneStage(Stage):
             "loss_curve": points[::step] if points[-1] in points[::step] else [*points[::step], points[-1]],
             "resumed_from": [Path(p).name for p in losses.get("resumed_from", [])],
             "samples": [{"prompt": x["prompt"], "text": x["text"]} for x in verify.get("samples", [])],
-            "chat_template": {"name": template.get("name"), "kept_existing": template.get("kept_existing")},
+            "chat_template": {k: template[k] for k in ("name", "kept_existing", "matches_xtuner_template")
+                              if k in template},
         })
         if ctx.settings.preference_mode:
             ctx.metrics.update(preference.metrics(losses, verify))
