@@ -11,7 +11,6 @@ import math
 from pathlib import Path
 
 import pytest
-from tests.conftest import runtime_python
 
 from finetune.finetune_helpers import pair_rows, write_jsonl
 from finetune.test_finetune_upstream import COMPARE, _chain, _ichain, _in_runtime, _manifest

@@ -192,3 +192,30 @@ def test_reward_model_is_not_a_chat_model_downstream(tmp_path, write_chain):
 def test_preference_rows_are_a_row_kind():
     assert rows.row_kind("dpo", "openai") == rows.row_kind("reward", "openai") == "preference"
     assert rows.row_kind("sft", "alpaca") == "alpaca" and rows.row_kind("continue", "openai") == "text"
+
+
+def test_example_dpo_chain_validates(tmp_path, monkeypatch):
+    """configs/internlm2-7b-dpo.yaml passes `ichain config validate` with local paths, and plans LoRA DPO."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    model = fake_7b_chat(tmp_path)
+    data = _pairs(tmp_path)
+    example = Path(__file__).resolve().parents[2] / "configs" / "internlm2-7b-dpo.yaml"
+    env = {"INTERNLM2_7B": str(model), "PREF_DATA": str(data), "ICHAIN_WORKDIR": str(tmp_path / "runs")}
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    res = subprocess.run([sys.executable, "-m", "internlm_chain", "config", "validate", str(example)],
+                         capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stdout + res.stderr
+    ctx, jobs = Planner(load_chain(example)).plan("finetune")
+    assert [j.name for j in jobs] == ["check-data", "train", "convert", "merge", "verify"]
+    cfg = jobs[1].files[str(ctx.out_dir / "xtuner_config.py")]
+    assert "type=DPO," in cfg and "lr = 5e-06" in cfg and "type=AmpOptimWrapper" in cfg
+    # the same chain with a reward model would leave deploy nothing to serve: refused
+    res = subprocess.run([sys.executable, "-m", "internlm_chain", "config", "validate", str(example),
+                          "--set", "stages.finetune.mode=reward", "--set", "stages.finetune.method=full",
+                          "--set", "stages.finetune.evaluation_prompts=[]", "--set", "stages.finetune.preference={}"],
+                         capture_output=True, text=True, timeout=120)
+    assert res.returncode == 2 and "deploy cannot serve" in res.stdout + res.stderr, res.stdout + res.stderr
