@@ -121,3 +121,55 @@ def test_pair_that_does_not_tokenise_fails_before_training(tmp_path, tiny_model)
     assert "stages.finetune.data" in text
     assert not (tmp_path / "runs" / ".staging" / "finetune" / "work_dir").exists()
     assert "check-data" in text  # the check job in the runtime found it
+
+
+LOAD_PREFERENCE_CONFIGS = r"""
+import json, sys
+from mmengine.config import Config
+name = lambda t: t if isinstance(t, str) else getattr(t, "__name__", None) or str(t)
+out = {}
+for path in sys.argv[1:]:
+    cfg = Config.fromfile(path)
+    m = cfg.model
+    out[path.rsplit("/", 1)[-1]] = {
+        "model": name(m.type), "ref_llm": "ref_llm" in m, "quant": "quantization_config" in m.llm,
+        "optim": name(cfg.optim_wrapper.type), "dataset": name(cfg.train_dataloader.dataset.type),
+        "collate": name(cfg.train_dataloader.collate_fn.type), "varlen": cfg.use_varlen_attn,
+        "loss": m.get("loss_type"), "beta": m.get("beta"), "reward_token_id": m.get("reward_token_id"),
+    }
+print(json.dumps(out))
+"""
+
+
+def test_rendered_gpu_preference_configs_load_with_mmengine(tmp_path):
+    """GPU-only variants (QLoRA ORPO, full DPO under ZeRO-3, a 7B reward model) load with mmengine's own
+    loader as XTuner's train will load them."""
+    from finetune.finetune_helpers import fake_7b_chat
+    from internlm_chain.chain.planner import Planner
+    from internlm_chain.config.loader import load_chain
+
+    model = fake_7b_chat(tmp_path)
+    data = write_jsonl(tmp_path / "pairs.jsonl", pair_rows(3))
+    cases = {"dpo_lora": "mode: dpo\n    method: lora", "orpo_qlora": "mode: orpo\n    method: qlora",
+             "dpo_full_zero3": "mode: dpo\n    method: full\n    deepspeed: zero3\n    preference: {loss_type: ipo}",
+             "reward_full": "mode: reward\n    method: full"}
+    paths = []
+    for case, stage in cases.items():
+        chain = tmp_path / f"{case}.yaml"
+        chain.write_text(f"name: {case.replace('_', '-')}\nworkdir: {tmp_path}/{case}\ndevice: cuda\n"
+                         f"model: {{path: {model}}}\nstages:\n  finetune:\n    data: {data}\n    {stage}\n")
+        ctx, jobs = Planner(load_chain(chain)).plan("finetune")
+        target = tmp_path / f"{case}.py"
+        target.write_text(jobs[1].files[str(ctx.out_dir / "xtuner_config.py")], encoding="utf-8")
+        paths.append(str(target))
+    got = _in_runtime(LOAD_PREFERENCE_CONFIGS, *paths)
+    common = {"optim": "AmpOptimWrapper", "dataset": "build_preference_dataset", "collate": "preference_collate_fn",
+              "varlen": False}
+    assert got["dpo_lora.py"] == {**common, "model": "DPO", "ref_llm": False, "quant": False, "loss": "sigmoid",
+                                  "beta": 0.1, "reward_token_id": None}
+    assert got["orpo_qlora.py"] == {**common, "model": "ORPO", "ref_llm": False, "quant": True, "loss": None,
+                                    "beta": 0.1, "reward_token_id": None}
+    assert got["dpo_full_zero3.py"] == {**common, "model": "DPO", "ref_llm": True, "quant": False, "loss": "ipo",
+                                        "beta": 0.1, "reward_token_id": None}
+    assert got["reward_full.py"] == {**common, "model": "RewardModel", "ref_llm": False, "quant": False,
+                                     "loss": "focal", "beta": None, "reward_token_id": 92527}

@@ -261,9 +261,11 @@ class FinetuneStage(Stage):
             verify += ["--model", str(model_dir)]
         for prompt in s.evaluation_prompts[:3]:
             verify += ["--prompt", prompt]
-        jobs.append(job("verify", verify, "load the reward model, score pairs from the data, plot the loss"
-                        if reward else "load the result, generate a few tokens, set its chat template, plot the "
-                        "loss", expected_outputs=[str(out / "verify.json"), str(out / "loss.png")]))
+        what = ("load the reward model, score pairs from the data" if reward else
+                "load the result, generate a few tokens, " + ("keep the tokenizer's chat template"
+                                                              if s.preference_mode else "set its chat template"))
+        jobs.append(job("verify", verify, what + ", plot the loss",
+                        expected_outputs=[str(out / "verify.json"), str(out / "loss.png")]))
         return jobs
 
     # ---- outputs -------------------------------------------------------------------------------------
