@@ -6,7 +6,16 @@ from pathlib import Path
 
 import typer
 
-from internlm_chain.cli.common import ConfigOpt, DryRunOpt, JsonOpt, SetOpt, ShowFilesOpt
+from internlm_chain.cli.common import (
+    ConfigFile,
+    DryRun,
+    Json,
+    Sets,
+    StageRun,
+    option_group,
+    run_stage,
+    stage_run_options,
+)
 
 app = typer.Typer(help="Serve models with LMDeploy (a CPU stand-in without a GPU).", no_args_is_help=True)
 
@@ -49,12 +58,9 @@ def _workdir(config: Path | None) -> Path:
 
 
 @app.command("serve")
+@option_group("opts", stage_run_options)
 def serve(
-    config: Path = ConfigOpt,
-    sets: list[str] = SetOpt,
-    dry_run: bool = DryRunOpt,
-    as_json: bool = JsonOpt,
-    show_files: bool = ShowFilesOpt,
+    opts: StageRun = None,
     foreground: bool = typer.Option(False, "--foreground", help="Stay attached; Ctrl-C stops the server."),
     model: str = typer.Option(None, "--model", help="Model directory (instead of, or over, the chain's)."),
     backend: str = typer.Option(None, "--backend", help="auto | turbomind | pytorch | transformers"),
@@ -64,15 +70,13 @@ def serve(
     served_name: str = typer.Option(None, "--served-name", help="Model name clients send."),
 ) -> None:
     """Start the server in the background, wait until it serves, record its endpoint."""
-    from internlm_chain.chain.runner import run_chain
-
-    flags = _flag_sets(model=model if config is not None else None, backend=backend, tp=tp, port=port,
+    flags = _flag_sets(model=model if opts.config is not None else None, backend=backend, tp=tp, port=port,
                        host=host, served_name=served_name)
-    loaded = _load(config, [*(sets or []), *flags], model)
-    if foreground and not dry_run:
+    loaded = _load(opts.config, [*opts.sets, *flags], model)
+    if foreground and not opts.dry_run:
         _serve_foreground(loaded)
         return
-    run_chain(loaded, only=["deploy"], dry_run=dry_run, as_json=as_json, show_files=show_files, explicit=True)
+    run_stage(loaded, "deploy", opts)
 
 
 def _serve_foreground(loaded) -> None:
@@ -96,8 +100,8 @@ def _serve_foreground(loaded) -> None:
 
 @app.command("status")
 def status(
-    config: Path = ConfigOpt,
-    as_json: bool = JsonOpt,
+    config: ConfigFile = None,
+    as_json: Json = False,
     lines: int = typer.Option(20, "--lines", help="Log lines to show for a dead server."),
 ) -> None:
     """Is the deployment up, starting or dead? (exit 0 only when up)"""
@@ -136,7 +140,7 @@ def _key_env(config: Path | None) -> str | None:
 
 
 @app.command("stop")
-def stop(config: Path = ConfigOpt) -> None:
+def stop(config: ConfigFile = None) -> None:
     """Stop the recorded server (SIGTERM to its process group, then SIGKILL). Safe to repeat."""
     from internlm_chain.cli.output import out
     from internlm_chain.stages.deploy import service
@@ -165,7 +169,7 @@ def _endpoint(config: Path | None, url: str | None, served_name: str | None) -> 
 
 @app.command("chat")
 def chat(
-    config: Path = ConfigOpt,
+    config: ConfigFile = None,
     url: str = typer.Option(None, "--url", help="Endpoint URL instead of the recorded deployment."),
     served_name: str = typer.Option(None, "--served-name", help="Model name to send."),
     message: list[str] = typer.Option(None, "--message", "-m", help="Send these messages and exit (repeatable)."),
@@ -223,14 +227,14 @@ def chat(
 
 @app.command("quantize")
 def quantize(
-    config: Path = ConfigOpt,
-    sets: list[str] = SetOpt,
+    config: ConfigFile = None,
+    sets: Sets = None,
     model: str = typer.Option(None, "--model", help="Model directory to quantise."),
     out: Path = typer.Option(None, "--out", help="Where the quantised model goes (default: <workdir>/quantized)."),
     method: str = typer.Option(None, "--method", help="awq (4-bit weights) | smooth_quant (W8A8)"),
     calib_data: str = typer.Option(None, "--calib-data", help="Local Hugging Face cache with the calibration set."),
     calib_dataset: str = typer.Option(None, "--calib-dataset", help="pileval | wikitext2 | c4 | ptb"),
-    dry_run: bool = DryRunOpt,
+    dry_run: DryRun = False,
 ) -> None:
     """Quantise weights with `lmdeploy lite` (GPU) → a QuantizedModel that `serve` serves as --model-format awq."""
     from internlm_chain.chain.artifacts import QuantizedModel
