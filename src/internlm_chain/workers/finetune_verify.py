@@ -2,9 +2,9 @@
 tokens, and turn XTuner's scalars into loss.json + loss.png.
 
     python finetune_verify.py --model DIR [--adapter DIR] --template NAME --work-dir W --out DIR
-                              [--prompt TEXT ...] [--max-new-tokens N] [--keep-template --mode dpo|orpo]
+                              [--prompt TEXT ...] [--max-new-tokens N] [--keep-template]
     python finetune_verify.py --reward-model DIR --reward-token-id N --pairs FILE... --template NAME
-                              --work-dir W --out DIR --keep-template --mode reward
+                              --work-dir W --out DIR --keep-template
 
 Preference modes were trained on the tokenizer's own chat template (XTuner renders pairs with it), so
 `--keep-template` keeps it and only records whether it formats like XTuner's template NAME. A reward model
@@ -300,7 +300,6 @@ def main() -> int:
     ap.add_argument("--reward-token-id", type=int)
     ap.add_argument("--pairs", nargs="+", default=[])
     ap.add_argument("--keep-template", action="store_true")
-    ap.add_argument("--mode", default="sft")
     ap.add_argument("--adapter")
     ap.add_argument("--template", required=True)
     ap.add_argument("--work-dir", required=True)
@@ -308,6 +307,8 @@ def main() -> int:
     ap.add_argument("--prompt", action="append", default=[])
     ap.add_argument("--max-new-tokens", type=int, default=8)
     args = ap.parse_args()
+    if not (args.model or args.reward_model) or (args.reward_model and args.reward_token_id is None):
+        ap.error("give --model, or --reward-model with --reward-token-id")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
 

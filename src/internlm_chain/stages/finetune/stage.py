@@ -251,7 +251,7 @@ class FinetuneStage(Stage):
                   "--out", str(out), "--max-new-tokens", str(s.verify_max_new_tokens)]
         if s.preference_mode:
             # trained on the tokenizer's own chat template (XTuner renders pairs with it): keep that one
-            verify += ["--keep-template", "--mode", s.mode]
+            verify += ["--keep-template"]
         if reward:
             verify += ["--reward-model", str(hf_dir), "--reward-token-id", str(spec.reward_token_id),
                        "--pairs", *spec.data_files]
