@@ -14,6 +14,8 @@ from internlm_chain.starters import available_templates, template_text
 MODEL_CONFIG = {"architectures": ["InternLM2ForCausalLM"], "model_type": "internlm2", "hidden_size": 4096,
                 "num_hidden_layers": 32, "num_attention_heads": 32, "num_key_value_heads": 8,
                 "intermediate_size": 14336, "vocab_size": 92544, "max_position_embeddings": 32768}
+PAIR_ROW = {"prompt": [{"role": "user", "content": "hi"}], "chosen": [{"role": "assistant", "content": "hello"}],
+            "rejected": [{"role": "assistant", "content": "go away"}]}
 SFT_ROW = {"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}]}
 
 
@@ -23,6 +25,7 @@ def starter_env(tmp_path, monkeypatch):
     model = tmp_path / "model"
     model.mkdir()
     (model / "config.json").write_text(json.dumps(MODEL_CONFIG), encoding="utf-8")
+    (model / "tokenizer_config.json").write_text(json.dumps({"chat_template": "{{ messages }}"}), encoding="utf-8")
     tokenizer = tmp_path / "tokenizer"
     tokenizer.mkdir()
     (tokenizer / "tokenizer.json").write_text("{}", encoding="utf-8")
@@ -31,13 +34,15 @@ def starter_env(tmp_path, monkeypatch):
     (corpus / "a.jsonl").write_text('{"text": "hello"}\n', encoding="utf-8")
     sft = tmp_path / "sft.jsonl"
     sft.write_text(json.dumps(SFT_ROW) + "\n", encoding="utf-8")
+    pairs = tmp_path / "pairs.jsonl"
+    pairs.write_text(json.dumps(PAIR_ROW) + "\n", encoding="utf-8")
     compass = tmp_path / "compass"
     for rel in ("gsm8k/train.jsonl", "gsm8k/test.jsonl"):
         (compass / "data" / rel).parent.mkdir(parents=True, exist_ok=True)
         (compass / "data" / rel).write_text("", encoding="utf-8")
     for rel in ("ceval/formal_ceval/dev", "ceval/formal_ceval/val", "ceval/formal_ceval/test", "mmlu/dev", "mmlu/test"):
         (compass / "data" / rel).mkdir(parents=True, exist_ok=True)
-    values = {"MODEL": model, "INTERNLM2_7B": model, "TOKENIZER": tokenizer, "CORPUS": corpus, "SFT_DATA": sft,
+    values = {"MODEL": model, "INTERNLM2_7B": model, "TOKENIZER": tokenizer, "CORPUS": corpus, "SFT_DATA": sft, "PREF_DATA": pairs,
               "COMPASS_DATA": compass, "SLURM_PARTITION": "gpu", "ICHAIN_WORKDIR": tmp_path / "runs",
               "ICHAIN_DEVICE": "cpu"}
     for name, value in values.items():
@@ -46,7 +51,7 @@ def starter_env(tmp_path, monkeypatch):
 
 
 def test_there_are_starters_for_each_use():
-    assert {"quickstart", "internlm2-7b-lora", "internlm2-1.8b-pretrain-slurm", "eval-only",
+    assert {"quickstart", "internlm2-7b-lora", "internlm2-7b-dpo", "internlm2-1.8b-pretrain-slurm", "eval-only",
             "deploy-agent"} <= set(available_templates())
 
 

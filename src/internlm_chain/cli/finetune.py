@@ -17,7 +17,7 @@ def finetune(
     model: str = typer.Option(None, "--model", help="Base HF model directory. " + FLAGS_HELP),
     data: str = typer.Option(None, "--data", help="Training data (.jsonl/.json file or folder)."),
     method: str = typer.Option(None, "--method", help="lora (default), qlora or full."),
-    mode: str = typer.Option(None, "--mode", help="sft (default) or continue (continued pre-training)."),
+    mode: str = typer.Option(None, "--mode", help="sft (default), continue (continued pre-training), dpo, orpo or reward."),
     template: str = typer.Option(None, "--template", help="XTuner prompt template, e.g. internlm2_chat."),
     max_steps: int = typer.Option(None, "--max-steps", help="Train this many iterations."),
     device: str = typer.Option(None, "--device", help="auto (default), cpu or cuda."),
