@@ -127,18 +127,24 @@ def sync(
                                "running ichain when it is 3.10–3.12, else 3.11."),
     missing_ok: bool = typer.Option(False, "--missing-ok", help="Skip named runtimes that have no lock "
                                     "(instead of failing), e.g. for a test script's fixed list."),
+    host_torch: bool = typer.Option(False, "--host-torch", help="Build on the torch of --python PY: the runtime "
+                                    "sees PY's packages and installs its lock without torch, triton, "
+                                    "torchvision/torchaudio and the CUDA libraries (offline GPU hosts, "
+                                    "vendor images)."),
     config: Path = ConfigOpt,
     sets: list[str] = SetOpt,
 ) -> None:
     """Create or update runtimes from their locks (only those whose lock changed, unless --force)."""
     from internlm_chain.cli.output import err
     from internlm_chain.errors import ChainError, Problem
+    from internlm_chain.runtimes.hosttorch import HostTorchError
     from internlm_chain.runtimes.locks import lock_path
     from internlm_chain.runtimes.sync import SyncError, sync_runtime
 
     loaded = _load(config, sets)
     targets = _targets(runtimes, _check_variant(variant), loaded)
     cache = _cache(loaded)
+    host = _host_torch(python, [t for t in targets if t.kind == "env"]) if host_torch else None
     if not targets:
         err.print("nothing to sync: no runtime is named, needed by the chain, or shipped with a lock", markup=False)
     failures: list[Problem] = []
@@ -156,7 +162,10 @@ def sync(
             continue
         try:
             with _progress(label) as report:
-                result = sync_runtime(t.runtime, t.variant, cache, force=force, python=python, report=report)
+                result = sync_runtime(t.runtime, t.variant, cache, force=force, python=python, report=report,
+                                      host=host)
+        except HostTorchError as exc:  # checked up front; only a host changed mid-sync gets here
+            raise ChainError(Problem(exc.message, hint=exc.hint)) from None
         except SyncError as exc:
             if exc.tail:
                 err.print(f"[bold]{label}: last installer lines[/]" + (f" (full log: {exc.log})" if exc.log else ""))
@@ -165,13 +174,41 @@ def sync(
             failures.append(Problem(f"{label}: {exc.message}",
                                     hint=f"log: {exc.log}" if exc.log else None))
             continue
+        on_host = f", on the host's torch {host.torch}" if host else ""
         if result.action == "up to date":
-            err.print(f"[green]✓[/] {label}: up to date ({result.state.path})")
+            err.print(f"[green]✓[/] {label}: up to date ({result.state.path}{on_host})")
         else:
             err.print(f"[green]✓[/] {label}: synced {result.record.get('packages', '?')} packages in "
-                      f"{result.seconds:.1f} s → {result.state.path}")
+                      f"{result.seconds:.1f} s → {result.state.path}{on_host}")
     if failures:
         raise ChainError(failures, exit_code=1)
+
+
+def _host_torch(python: str | None, targets: list[Target]):
+    """Probe --python for torch and check every target's lock against it, before anything is built."""
+    from internlm_chain.cli.output import err
+    from internlm_chain.errors import ChainError, Problem
+    from internlm_chain.runtimes.hosttorch import HostTorchError, plan, probe_host
+    from internlm_chain.runtimes.locks import lock_path, parse_lock, variant_of
+
+    if not python:
+        raise ChainError(Problem("--host-torch needs --python PY, the interpreter whose torch the runtimes use"))
+    try:
+        host = probe_host(python)
+    except HostTorchError as exc:
+        raise ChainError(Problem(exc.message, hint=exc.hint)) from None
+    err.print(f"host: torch {host.torch} (CUDA {host.cuda or 'none'}), Python {host.python_version}, "
+              f"from {', '.join(host.site)}", markup=False)
+    problems = []
+    for t in targets:
+        lock = lock_path(t.runtime, t.variant)
+        if lock is not None:
+            for text in plan(parse_lock(lock, t.runtime, variant_of(lock)), host.dists, host.torch).problems:
+                problems.append(Problem(f"{t.runtime} ({t.variant}): {text}",
+                                        hint=f"install it into {python}'s environment, or sync without --host-torch"))
+    if problems:
+        raise ChainError(problems)
+    return host
 
 
 def _lock_hint(runtime: str) -> str:
@@ -214,6 +251,14 @@ class _progress:
         return False
 
 
+def _inspected(runtimes: list[str] | None, variant: str | None, config: Path | None, sets: list[str] | None,
+               every_variant: bool = False) -> tuple[Path, list[Target]]:
+    """The cache and targets `list` and `doctor` look at: each env under the variant it was synced with."""
+    loaded = _load(config, sets)
+    return _cache(loaded), _targets(runtimes, _check_variant(variant), loaded, synced_variant=True,
+                                    every_variant=every_variant)
+
+
 # ---- list ----------------------------------------------------------------------------------------
 @app.command("list")
 def list_(
@@ -226,10 +271,9 @@ def list_(
     from internlm_chain.cli.output import out, print_json
     from internlm_chain.runtimes.state import dir_size, env_state, human_size
 
-    loaded = _load(config, sets)
-    cache = _cache(loaded)
+    cache, targets = _inspected(None, variant, config, sets, every_variant=True)
     rows = []
-    for t in _targets(None, _check_variant(variant), loaded, synced_variant=True, every_variant=True):
+    for t in targets:
         if t.kind != "env":
             rows.append({"runtime": t.runtime, "variant": t.variant, "kind": t.kind, "path": t.where,
                          "engine": t.engine or None, "synced": None, "lock_hash": None, "size_bytes": None,
@@ -241,7 +285,7 @@ def list_(
                      "path": str(st.path), "synced": st.synced, "reason": st.reason,
                      "lock": str(st.lock) if st.lock else None,
                      "lock_hash": (st.marker or {}).get("lock_hash"), "size_bytes": size,
-                     "stages": list(t.stages)})
+                     "stages": list(t.stages), "mode": st.mode, "host_torch": st.host_torch})
     if as_json:
         print_json({"cache": str(cache), "runtimes": rows})
         return
@@ -259,7 +303,8 @@ def list_(
             synced = f"[red]no[/] ({r['reason']})" if r["reason"] != "not synced" else "[red]no[/]"
         digest = (r["lock_hash"] or "").removeprefix("sha256:")[:12] or "-"
         size = human_size(r["size_bytes"]) if r["size_bytes"] is not None else "-"
-        table.add_row(r["runtime"], r["variant"], r["path"], synced, digest, size)
+        shown = r["variant"] + (f", host torch {r['host_torch']}" if r.get("host_torch") else "")
+        table.add_row(r["runtime"], shown, r["path"], synced, digest, size)
     out.print(table)
 
 
@@ -276,9 +321,7 @@ def doctor(
     from internlm_chain.cli.output import out, print_json
     from internlm_chain.runtimes import doctor as doc
 
-    loaded = _load(config, sets)
-    cache = _cache(loaded)
-    targets = _targets(runtimes, _check_variant(variant), loaded, synced_variant=True)
+    cache, targets = _inspected(runtimes, variant, config, sets)
     reports = []
     for t in targets:
         if t.kind == "python":
@@ -298,7 +341,8 @@ def doctor(
         for r in reports:
             used_by = f" — used by {', '.join(r.stages)}" if r.stages else ""
             head = "[green]ok[/]" if r.ok else "[red]PROBLEM[/]"
-            out.print(f"[bold]{r.runtime}[/] ({r.variant}, {r.kind}: {r.target}){used_by}: {head}")
+            kind = "env on host torch" if r.mode == "host-torch" else r.kind
+            out.print(f"[bold]{r.runtime}[/] ({r.variant}, {kind}: {r.target}){used_by}: {head}")
             for f in r.findings:
                 out.print(f"  {mark[f.level]} ", end="")
                 out.print(f.message, markup=False)
