@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -361,3 +362,67 @@ def doctor(
 
         bad = [r.runtime for r in reports if not r.ok] + ([] if machine.ok else ["machine"])
         raise ChainError(Problem(f"problems found in: {', '.join(bad)}"), exit_code=1)
+
+
+# ---- wheels --------------------------------------------------------------------------------------
+@app.command("wheels")
+def wheels(
+    runtimes: list[str] = typer.Argument(..., help="Runtimes whose wheels to collect."),
+    dest: Path = typer.Option(..., "-d", "--dest", help="Folder the wheels go to (created; files already there "
+                              "are reused)."),
+    variant: str = typer.Option("cuda", "--variant", help="Lock variant: cpu or cuda."),
+    python_version: str = typer.Option("3.12", "--python-version", help="The host's Python (major.minor)."),
+    platforms: list[str] = typer.Option(["manylinux_2_28_x86_64"], "--platform", help="The host's platform "
+                                        "tag(s); manylinux_2_X also takes every older manylinux wheel."),
+    host_torch: bool = typer.Option(False, "--host-torch", help="For `env sync --host-torch`: leave out what the "
+                                    "host's torch provides (torch, triton, CUDA libraries)."),
+    torch_version: str = typer.Option(None, "--torch-version", help="With --host-torch: the host's torch "
+                                      "(e.g. 2.11.0), to collect the torchvision/torchaudio built for it when a "
+                                      "lock needs them and the host lacks them."),
+    ichain: bool = typer.Option(True, "--ichain/--no-ichain", help="Also collect ichain's own dependencies "
+                                "(pydantic, uv, ... and setuptools for the editable install)."),
+    build: bool = typer.Option(True, "--build/--no-build", help="Build wheels here for sdist-only pins when they "
+                               "come out pure Python (py3-none-any); others are reported."),
+    split_mib: float = typer.Option(None, "--split-mib", help="Then split the folder into DEST/bundles/NN of at "
+                                    "most this many MiB each (bigger files in parts; join with "
+                                    "runtimes/bundles.py join)."),
+    as_json: bool = JsonOpt,
+) -> None:
+    """Download every wheel a host needs to sync RUNTIMES (and install ichain) without any index."""
+    from internlm_chain.cli.output import err, out, print_json
+    from internlm_chain.errors import ChainError, Problem
+    from internlm_chain.runtimes import bundles
+    from internlm_chain.runtimes.state import human_size
+    from internlm_chain.runtimes.wheels import Target, WheelsError, collect
+
+    _check_variant(variant)
+    if torch_version and not host_torch:
+        raise ChainError(Problem("--torch-version only means something with --host-torch"))
+    if not re.fullmatch(r"3\.\d+", python_version):
+        raise ChainError(Problem(f"--python-version must be major.minor, e.g. 3.12, not '{python_version}'"))
+    try:
+        col = collect([(r, variant) for r in dict.fromkeys(runtimes)], dest, Target(python_version, tuple(platforms)),
+                      host_torch=host_torch, torch_version=torch_version, ichain=ichain, build=build,
+                      report=lambda text: err.print(text, markup=False))
+    except WheelsError as exc:
+        for line in exc.tail:
+            err.print("  " + line, markup=False, style="dim")
+        raise ChainError(Problem(exc.message), exit_code=2 if "lock" in exc.message else 1) from None
+    folders = bundles.split(col.dest, col.dest / "bundles", split_mib) if split_mib else []
+    if as_json:
+        print_json({**col.to_dict(), "bundles": [str(f) for f in folders]})
+    else:
+        for r in col.runtimes:
+            biggest = sorted(r.files, key=lambda f: -(col.dest / f).stat().st_size)[:2]
+            out.print(f"{r.runtime:<12} {len(r.files):>4} wheels {human_size(r.bytes):>10}   largest: "
+                      + ", ".join(f"{f} ({human_size((col.dest / f).stat().st_size)})" for f in biggest), markup=False)
+            for note in r.notes:
+                out.print(f"{'':<12} note: {note}", markup=False)
+        out.print(f"{'total':<12} {human_size(col.total_bytes):>16} in {col.dest} (each wheel once)", markup=False)
+        for f in folders:
+            size = sum(p.stat().st_size for p in f.iterdir())
+            out.print(f"bundle {f} {human_size(size)}", markup=False)
+    if col.missing:
+        raise ChainError([Problem(f"no wheel for {col.target.describe()}: {m}",
+                                  hint="only an sdist, or no build for this Python; the host cannot install it "
+                                       "offline") for m in col.missing], exit_code=1)
