@@ -286,7 +286,8 @@ def list_(
                      "path": str(st.path), "synced": st.synced, "reason": st.reason,
                      "lock": str(st.lock) if st.lock else None,
                      "lock_hash": (st.marker or {}).get("lock_hash"), "size_bytes": size,
-                     "stages": list(t.stages), "mode": st.mode, "host_torch": st.host_torch})
+                     "stages": list(t.stages), "mode": st.mode, "host_torch": st.host_torch,
+                     "host_cuda": ((st.marker or {}).get("host") or {}).get("cuda") if st.host_torch else None})
     if as_json:
         print_json({"cache": str(cache), "runtimes": rows})
         return
