@@ -6,7 +6,7 @@
 # See docs/gpu-smoke.md (online hosts, and offline hosts that only have an interpreter with torch).
 #
 #   scripts/gpu_smoke.sh LOGDIR [--python PY [--host-torch]] [--wheels DIR] [--steps a,b,...]
-#                               [--endpoint-backend turbomind|pytorch]
+#                               [--endpoint-backend turbomind|pytorch] [--base-model tiny|DIR]
 #
 # --python PY       an existing interpreter: ichain's venv and the runtimes are built on its Python
 # --host-torch      with --python: the runtimes use PY's torch (and its CUDA build) instead of installing
@@ -17,11 +17,14 @@
 #                   a step whose prerequisite is not selected runs on what an earlier run left in LOGDIR
 # --endpoint-backend  which LMDeploy backend serves the eval and agent steps (default turbomind); the
 #                   other one is served afterwards for a chat
+# --base-model M    fine-tune M instead of the model InternEvo pre-trains: a Hugging Face model folder,
+#                   or `tiny` (a tiny random Llama written by workers/tiny_model.py in the xtuner runtime);
+#                   the pre-training steps then SKIP (for hosts where the InternEvo runtime cannot be built)
 set -uo pipefail
-cd "$(dirname "$0")/.."
-usage="usage: scripts/gpu_smoke.sh LOGDIR [--python PY [--host-torch]] [--wheels DIR] [--steps a,b,...] [--endpoint-backend turbomind|pytorch]"
+cd "$(dirname "$0")/.." || exit 2
+usage="usage: scripts/gpu_smoke.sh LOGDIR [--python PY [--host-torch]] [--wheels DIR] [--steps a,b,...] [--endpoint-backend turbomind|pytorch] [--base-model tiny|DIR]"
 LOGDIR="${1:?$usage}"; shift
-PY=""; WHEELS=""; HOST_TORCH=0; STEPS=""; MAIN=turbomind
+PY=""; WHEELS=""; HOST_TORCH=0; STEPS=""; MAIN=turbomind; BASE=""
 while [ $# -gt 0 ]; do
   case "$1" in
     --python) PY="${2:?$usage}"; shift 2 ;;
@@ -29,26 +32,40 @@ while [ $# -gt 0 ]; do
     --wheels) WHEELS="$(cd "${2:?$usage}" && pwd)" || exit 2; shift 2 ;;
     --steps) STEPS="${2:?$usage}"; shift 2 ;;
     --endpoint-backend) MAIN="${2:?$usage}"; shift 2 ;;
+    --base-model) BASE="${2:?$usage}"; shift 2 ;;
     *) echo "unknown option $1" >&2; echo "$usage" >&2; exit 2 ;;
   esac
 done
 case "$MAIN" in turbomind) OTHER=pytorch ;; pytorch) OTHER=turbomind ;;
   *) echo "--endpoint-backend must be turbomind or pytorch, not '$MAIN'" >&2; exit 2 ;; esac
 if [ "$HOST_TORCH" = 1 ] && [ -z "$PY" ]; then echo "--host-torch needs --python PY" >&2; exit 2; fi
+if [ -n "$BASE" ] && [ "$BASE" != tiny ]; then
+  [ -f "$BASE/config.json" ] || { echo "--base-model $BASE: not a Hugging Face model folder (no config.json)" >&2; exit 2; }
+  BASE="$(cd "$BASE" && pwd)"
+fi
 
 # step → the runtimes it uses, and the steps it needs (in this order).
-ALL_STEPS=(data pretrain-validate pretrain-internevo pretrain-on-gpu finetune-xtuner
+ALL_STEPS=(data pretrain-validate pretrain-internevo pretrain-on-gpu base-model finetune-xtuner
            "serve-$MAIN" eval-endpoint agent-lagent "stop-$MAIN" "serve-$OTHER" "chat-$OTHER" "stop-$OTHER")
 declare -A RUNTIMES=([data]=data [pretrain-validate]=internevo [pretrain-internevo]="internevo xtuner"
-  [pretrain-on-gpu]="" [finetune-xtuner]=xtuner [serve-turbomind]=lmdeploy [serve-pytorch]=lmdeploy
+  [pretrain-on-gpu]="" [base-model]=xtuner [finetune-xtuner]=xtuner [serve-turbomind]=lmdeploy [serve-pytorch]=lmdeploy
   [stop-turbomind]=lmdeploy [stop-pytorch]=lmdeploy [chat-turbomind]=lmdeploy [chat-pytorch]=lmdeploy
   [eval-endpoint]=opencompass [agent-lagent]=agent)
 declare -A NEEDS=([data]="" [pretrain-validate]=data [pretrain-internevo]=data
-  [pretrain-on-gpu]=pretrain-internevo [finetune-xtuner]="data pretrain-internevo"
+  [pretrain-on-gpu]=pretrain-internevo [base-model]="" [finetune-xtuner]="data pretrain-internevo"
   ["serve-$MAIN"]=finetune-xtuner [eval-endpoint]="serve-$MAIN" [agent-lagent]="serve-$MAIN"
   ["stop-$MAIN"]="serve-$MAIN" ["serve-$OTHER"]=finetune-xtuner ["chat-$OTHER"]="serve-$OTHER"
   ["stop-$OTHER"]="serve-$OTHER")
-declare -A SELECTED=() STATUS=()
+declare -A SELECTED=() STATUS=() SKIP_REASON=()
+if [ -n "$BASE" ]; then  # fine-tune a given model: InternEvo is not part of this run
+  NEEDS[finetune-xtuner]="data base-model"
+  for s in pretrain-validate pretrain-internevo pretrain-on-gpu; do
+    RUNTIMES[$s]=""; SKIP_REASON[$s]="--base-model $BASE: no pre-training in this run"
+  done
+  [ "$BASE" = tiny ] || { RUNTIMES[base-model]=""; SKIP_REASON[base-model]="--base-model is a folder"; }
+else
+  RUNTIMES[base-model]=""; SKIP_REASON[base-model]="the base model is InternEvo's (no --base-model)"
+fi
 if [ -n "$STEPS" ]; then
   IFS=, read -r -a picked <<<"$STEPS"
   for s in "${picked[@]}"; do
@@ -82,7 +99,6 @@ if [ -n "$WHEELS" ]; then
 fi
 
 failed=0
-declare -A SKIP_REASON=()
 # step NAME COMMAND...: run it (when selected and its prerequisites did not fail), log it, print one line
 step() {
   local name="$1"; shift
@@ -116,6 +132,7 @@ setup() {
   export ICHAIN_VENV="$LOGDIR/venv"
   # ichain's own venv on PY's Python; its packages come from the index or the wheel folder (not PY's)
   if [ -n "$PY" ] && [ ! -x "$ICHAIN_VENV/bin/python" ]; then "$PY" -m venv "$ICHAIN_VENV" || return 1; fi
+  # shellcheck source=scripts/_venv.sh
   . scripts/_venv.sh || return 1
   set +e  # _venv.sh turns errexit on; the steps handle failures themselves
   nvidia-smi -L
@@ -157,9 +174,14 @@ print(next((r.get("host_cuda") or "" for r in json.load(sys.stdin)["runtimes"] i
 fi
 
 CHAIN="$LOGDIR/gpu-smoke.yaml"
-sed -e 's/^device: .*/device: cuda/' \
-    -e "s/^  deploy:/  deploy:\n    backend: $MAIN\n    cache_max_entry_count: 0.2/" \
-  configs/quickstart.yaml > "$CHAIN"
+edits=(-e 's/^device: .*/device: cuda/' -e "s/^    backend: auto\b.*/    backend: $MAIN\n    cache_max_entry_count: 0.2/")
+if [ -n "$BASE" ]; then  # no pre-training, no base-vs-fine-tuned eval (it compares with InternEvo's model)
+  model="$BASE"; [ "$BASE" = tiny ] && model="$LOGDIR/base-model"
+  edits+=(-e 's/^  pretrain:$/  pretrain:\n    enabled: false/' -e '/^  eval:$/,/^  deploy:$/{/^  deploy:$/!d}'
+          -e "s|^    model: \${stages.pretrain.outputs.model}\$|    model: $model|")
+fi
+sed "${edits[@]}" configs/quickstart.yaml > "$CHAIN"
+grep -q "^    backend: $MAIN\$" "$CHAIN" || { echo "could not set the deploy backend in $CHAIN" >&2; exit 2; }
 cp -r configs/data "$LOGDIR/data"
 
 step data              ichain run "$CHAIN" --only data
@@ -175,6 +197,7 @@ print("hf max|diff|", v["max_abs_diff"], "vs trained", v.get("trained_max_abs_di
 PY
 }
 step pretrain-on-gpu    pretrain_checked
+step base-model         "$ICHAIN_CACHE/envs/xtuner/bin/python" src/internlm_chain/workers/tiny_model.py "$LOGDIR/base-model"
 step finetune-xtuner    ichain run "$CHAIN" --only finetune
 step "serve-$MAIN"      ichain run "$CHAIN" --only deploy
 endpoint() { python - "$ICHAIN_WORKDIR/manifest.json" <<'PY'
