@@ -68,6 +68,14 @@ def test_plan_takes_the_torch_family_from_the_host(tmp_path):
     assert len(p.problems) == 1 and "triton (==3.7.1)" in p.problems[0] and "host has none" in p.problems[0]
 
 
+def test_bitsandbytes_that_cannot_import_beside_a_new_triton_is_replaced(tmp_path):
+    lock = _lock(tmp_path, "bitsandbytes==0.45.0\npeft==0.14.0\ntriton==3.1.0\n")
+    p = plan(lock, {"torch": "2.11.0+cu130", "triton": "3.6.0"}, "2.11.0+cu130")
+    assert p.requirements == ["bitsandbytes==0.45.1", "peft==0.14.0"] and p.replaced == {"bitsandbytes": "0.45.1"}
+    p = plan(lock, {"torch": "2.5.1", "triton": "3.1.0"}, "2.5.1")  # triton.ops still there: the lock's pin
+    assert p.requirements == ["bitsandbytes==0.45.0", "peft==0.14.0"] and p.replaced == {}
+
+
 def test_host_record_goes_stale_when_the_host_torch_changes(tmp_path):
     site = tmp_path / "site"
     (site / "torch-2.11.0+cu130.dist-info").mkdir(parents=True)

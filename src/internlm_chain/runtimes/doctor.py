@@ -96,7 +96,7 @@ def compare(lock: Lock, installed: dict[str, str], report: RuntimeReport, host: 
     """
     wrong, missing = [], []
     from_host = set((host or {}).get("from_host") or {}) - set((host or {}).get("paired") or {})
-    paired = (host or {}).get("paired") or {}
+    paired = {**((host or {}).get("paired") or {}), **((host or {}).get("replaced") or {})}
     for name, pin in lock.pins.items():
         if name in from_host:
             continue
@@ -184,6 +184,9 @@ def check_env(runtime: str, variant: str, cache: Path, locks_root: Path | None =
         if host.get("paired"):
             report.add("ok", "installed to pair with the host's torch: "
                        + ", ".join(f"{k}=={v}" for k, v in host["paired"].items()))
+        if host.get("replaced"):
+            report.add("ok", "installed instead of the locked version, which cannot import beside the host's "
+                       "triton: " + ", ".join(f"{k}=={v}" for k, v in host["replaced"].items()))
     if state.python.exists():
         check_interpreter(report, str(state.python), lock, host)
     return report

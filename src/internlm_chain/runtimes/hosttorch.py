@@ -37,6 +37,14 @@ HOST_PREFIXES = ("nvidia-", "cuda-")
 PAIRED = ("torchvision", "torchaudio")
 PTH_NAME = "_ichain_host_torch.pth"
 
+# Locked versions that cannot work beside a host's triton >= 3.2, with the drop-in patch release that can.
+# bitsandbytes 0.45.0 (XTuner 0.2.0's exact pin) imports `triton.ops` whenever triton is installed, and
+# triton 3.2 removed that module: `import bitsandbytes` fails, and with it every peft LoRA (peft imports
+# bitsandbytes when it is installed). 0.45.1 carries its own copy (bitsandbytes PR #1413). Checked on this
+# project's CPU machine with triton 3.6.0 + peft 0.14.0: get_peft_model(LoRA) fails with 0.45.0
+# ("No module named 'triton.ops'") and works with 0.45.1.
+TRITON_FIXES = {("bitsandbytes", "0.45.0"): "0.45.1"}
+
 
 class HostTorchError(Exception):
     """A host-torch sync cannot start (no torch on the host, the lock needs what the host lacks): exit 2."""
@@ -129,6 +137,7 @@ class Plan:
     requirements: list[str] = field(default_factory=list)  # lines for `uv pip sync`
     from_host: dict[str, str] = field(default_factory=dict)  # locked name → locked version, taken from host
     paired: dict[str, str] = field(default_factory=dict)  # name → version installed to match host torch
+    replaced: dict[str, str] = field(default_factory=dict)  # name → version installed instead of the lock's
     problems: list[str] = field(default_factory=list)  # what the lock needs and the host lacks
 
 
@@ -139,10 +148,15 @@ def plan(lock: Lock, host_dists: dict[str, str], torch_version: str | None) -> P
     wheels without naming the host's torch).
     """
     out = Plan()
+    triton = host_dists.get("triton") or host_dists.get("pytorch-triton")
+    new_triton = bool(triton) and (triton == "?" or _at_least(triton, (3, 2)))
     for name, pin in lock.pins.items():
         marker = f" ; {pin.marker}" if pin.marker else ""
         if not from_host(name):
-            out.requirements.append(f"{name}=={pin.version}{marker}")
+            fixed = TRITON_FIXES.get((name, pin.version)) if new_triton else None
+            if fixed:
+                out.replaced[name] = fixed
+            out.requirements.append(f"{name}=={fixed or pin.version}{marker}")
             continue
         out.from_host[name] = pin.version
         if name in host_dists:
@@ -162,6 +176,11 @@ def plan(lock: Lock, host_dists: dict[str, str], torch_version: str | None) -> P
             out.problems.append(f"the lock needs {name} (=={pin.version}), which must be the one the host's torch "
                                 "was built with, and the host has none")
     return out
+
+
+def _at_least(version: str, floor: tuple[int, ...]) -> bool:
+    parts = tuple(int(x) for x in re.findall(r"\d+", public(version))[:len(floor)])
+    return parts >= floor
 
 
 def site_packages(env: Path, python_version: str) -> Path:

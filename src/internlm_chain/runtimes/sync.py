@@ -209,11 +209,15 @@ def sync_runtime(runtime: str, variant: str, cache: Path, *, force: bool = False
                                         encoding="utf-8")
                 count = len(host_plan.requirements)
                 report(f"{len(host_plan.from_host)} torch/CUDA pins come from the host (torch {host.torch})", "step")
+                for name, version in host_plan.replaced.items():
+                    report(f"{name}=={version} instead of {lock.pins[name].version}: the locked one cannot import "
+                           "beside the host's triton", "step")
             report(f"installing {count} pinned packages from {state.lock.name}", "step")
             rc, tail = _run([uv, "pip", "sync", str(requirements), "--python", str(tmp / "bin" / "python"),
                              "--color", "never", "--no-progress", "--compile-bytecode"], env, log, report)
             if rc != 0:
-                pins = {**{n: p.version for n, p in lock.pins.items()}, **(host_plan.paired if host_plan else {})}
+                pins = {**{n: p.version for n, p in lock.pins.items()},
+                        **({**host_plan.paired, **host_plan.replaced} if host_plan else {})}
                 pkg = failing_package(tail, set(pins))
                 what = f"could not install {pkg}=={pins[pkg]}" if pkg else "failed"
                 if host_plan and pkg in host_plan.paired:
@@ -230,6 +234,7 @@ def sync_runtime(runtime: str, variant: str, cache: Path, *, force: bool = False
                 report("checking that the runtime imports the host's torch", "step")
                 record["mode"] = "host-torch"
                 record["host"] = {**host.to_record(), "from_host": host_plan.from_host, "paired": host_plan.paired,
+                                  "replaced": host_plan.replaced,
                                   **_check_host_torch(runtime, tmp, host, host_plan, log)}
             write_marker(tmp, record)
             _swap_into_place(tmp, state.path)

@@ -112,6 +112,9 @@ def runtime_requirements(runtime: str, variant: str, host_torch: bool, torch_ver
     rw.requirements = plan.requirements
     for name in plan.paired:
         rw.notes.append(f"{name}=={plan.paired[name]} collected to pair with the host's torch {torch_version}")
+    for name, version in plan.replaced.items():
+        rw.notes.append(f"{name}=={version} collected instead of the locked {lock.pins[name].version} "
+                        "(which cannot import beside triton >= 3.2)")
     for problem in plan.problems:
         rw.notes.append(problem + " (not collected: the host must have it)")
     return rw
