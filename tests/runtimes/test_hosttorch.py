@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from internlm_chain.runtimes import hosttorch, pipconf
+from internlm_chain.runtimes import bundles, hosttorch, pipconf
 from internlm_chain.runtimes.hosttorch import paired_version, plan, record_reason
 from internlm_chain.runtimes.locks import parse_lock
 from internlm_chain.runtimes.state import MARKER
@@ -136,16 +136,22 @@ def _run_in(python: Path, code: str) -> dict:
 def test_offline_host_torch_sync_from_collected_wheels(cli, host_python, tmp_path):
     cli.lock("small-cpu.txt", SMALL_LOCK)
     wheels = tmp_path / "wheels"
+    wheels.mkdir()
+    (wheels / "stale-0.1-py3-none-any.whl").write_bytes(b"from an earlier collection")
     res = cli("env", "wheels", "small", "--variant", "cpu", "-d", str(wheels), "--host-torch",
-              "--python-version", "3.11", "--no-ichain", "--json", timeout=600)
+              "--python-version", "3.11", "--no-ichain", "--split-mib", "2", "--json", timeout=600)
     assert res.returncode == 0, res.stderr
     collected = json.loads(res.stdout)
-    names = sorted(p.name for p in wheels.glob("*.whl"))
+    names = sorted(p.name for p in wheels.glob("*.whl") if not p.name.startswith("stale"))
     assert [n.split("-")[0] for n in names] == ["idna", "mpmath", "six"], names  # no torch, no CUDA library
     assert sorted(collected["runtimes"][0]["files"]) == names
-    assert collected["total_bytes"] == sum(p.stat().st_size for p in wheels.glob("*.whl"))
+    assert collected["total_bytes"] == sum((wheels / n).stat().st_size for n in names)
+    # what a host receives: the bundles, joined there (the stale wheel is not part of them)
+    assert len(collected["bundles"]) == 1
+    joined = tmp_path / "joined"
+    assert sorted(bundles.join(wheels / "bundles", joined)) == sorted([*names, "wheels.json"])
 
-    offline = _offline(wheels, tmp_path / "uv-cache")
+    offline = _offline(joined, tmp_path / "uv-cache")
     res = cli("env", "sync", "small", "--variant", "cpu", "--host-torch", "--python", str(host_python), env=offline)
     assert res.returncode == 0, res.stderr
     assert "2 torch/CUDA pins come from the host (torch 2.13.0+cpu)" in res.stderr

@@ -409,7 +409,12 @@ def wheels(
         for line in exc.tail:
             err.print("  " + line, markup=False, style="dim")
         raise ChainError(Problem(exc.message), exit_code=2 if "lock" in exc.message else 1) from None
-    folders = bundles.split(col.dest, col.dest / "bundles", split_mib) if split_mib else []
+    # only what this collection needs: the folder may hold wheels of earlier collections
+    needed = sorted({f for r in col.runtimes for f in r.files} | {"wheels.json"})
+    try:
+        folders = bundles.split(col.dest, col.dest / "bundles", split_mib, needed) if split_mib else []
+    except bundles.BundleError as exc:
+        raise ChainError(Problem(str(exc))) from None
     if as_json:
         print_json({**col.to_dict(), "bundles": [str(f) for f in folders]})
     else:

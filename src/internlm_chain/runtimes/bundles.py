@@ -44,13 +44,15 @@ def _place(src: Path, dst: Path) -> None:
         shutil.copyfile(src, dst)
 
 
-def split(src: Path, out: Path, max_mib: float) -> list[Path]:
-    """Pack every file directly in `src` into `out/01`, `out/02`, ...; returns the bundle folders."""
+def split(src: Path, out: Path, max_mib: float, names: list[str] | None = None) -> list[Path]:
+    """Pack the files directly in `src` (or only `names`) into `out/01`, `out/02`, ...; returns the bundles."""
     src, out = Path(src), Path(out)
     capacity = int(max_mib * 2**20) - RESERVE
     if capacity < 2**20:
         raise BundleError(f"--max-mib {max_mib} is too small (at least {(2**20 + RESERVE) / 2**20:.1f})")
-    names = sorted(p.name for p in src.iterdir() if p.is_file() and p.name != MANIFEST)
+    if names is None:
+        names = [p.name for p in src.iterdir() if p.is_file() and p.name != MANIFEST]
+    names = sorted(set(names))
     if not names:
         raise BundleError(f"{src} holds no files to bundle")
     files: dict[str, dict] = {}
