@@ -15,6 +15,14 @@ def template_text(name: str) -> str:
     return (CONFIGS / f"{name}.yaml").read_text(encoding="utf-8")
 
 
+def template_summary(name: str) -> str:
+    """The first comment line of a starter chain: what it is for."""
+    for line in template_text(name).splitlines():
+        if line.startswith("#"):
+            return line.lstrip("# ").strip()
+    return ""
+
+
 def template_files(name: str) -> list[Path]:
     """The files under configs/data/ that a starter chain refers to (copied next to it by `ichain init`)."""
     text = template_text(name)

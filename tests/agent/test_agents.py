@@ -97,3 +97,31 @@ def test_stock_autogpt_is_broken_and_ours_is_not(agent_python, tmp_path):
             "except UnboundLocalError as e:\n    print('broken', e)\n")
     res = subprocess.run([str(agent_python), "-c", code], capture_output=True, text=True, timeout=120)
     assert res.stdout.startswith("broken"), (res.stdout, res.stderr)
+
+
+def test_rewoo_transcript_pairs_each_tool_call_with_its_plan_step(agent_python, tmp_path):
+    """The planner's `Plan:` line is the thought behind each call; a re-planned reply replaces the bad one."""
+    doubled = str(1234 * 5678 * 2)
+    bad = 'Plan: multiply\nPlan: and then?\n#E1 = Calculator[{"expression": "1234 * 5678"}]'
+    good = ('Plan: multiply the numbers\n#E1 = Calculator[{"expression": "1234 * 5678"}]\n'
+            'Plan: double the product\n#E2 = Calculator[{"expression": "#E1 * 2"}]')
+
+    def script(body):
+        text = "\n".join(str(m.get("content")) for m in body["messages"])
+        if doubled in text:  # the solver: both steps' evidence arrived
+            return f"It is {doubled}."
+        return good if "Response Format Error" in text else bad
+
+    with ScriptedOpenAI(script) as srv:
+        proc, out = agentrun(agent_python, spec_for(srv, "rewoo"), "run", "--question", QUESTION, tmp=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    t = out["transcripts"][0]
+    assert t["stop_reason"] == "answer" and doubled in t["final_answer"] and t["llm_calls"] == 3
+    tools = [s for s in t["steps"] if s["type"] == "tool"]
+    assert [(s["thought"], s["plan"], s["args"], s["result"]) for s in tools] == [
+        ("multiply the numbers", '#E1 = Calculator[{"expression": "1234 * 5678"}]', {"expression": "1234 * 5678"},
+         PRODUCT),
+        ("double the product", '#E2 = Calculator[{"expression": "#E1 * 2"}]', {"expression": f"{PRODUCT} * 2"},
+         doubled),
+    ]
+    assert "Thought: double the product\nPlan step: #E2 = Calculator" in proc.stdout

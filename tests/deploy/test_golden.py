@@ -26,6 +26,12 @@ CASES = {
                               "launcher: {kind: slurm, nnodes: 2, slurm: {partition: gpu, wait: false}}"),
     "awq_quantize_then_serve": ("served_name: internlm2-chat-7b-4bit\n"
                                 "quantize: {enabled: true, method: awq, calib_data: CALIB}"),
+    # the same after a server death: the verified quantised model is reused, only the server starts
+    "awq_restart_reuses_quantized": ("served_name: internlm2-chat-7b-4bit\n"
+                                     "quantize: {enabled: true, method: awq, calib_data: CALIB}"),
+    "lora_adapter_pytorch": "served_name: internlm2-chat-7b-sft\nadapter: ADAPTER\napi_key_env: ICHAIN_T_KEY",
+    "lora_adapter_proxy": ("served_name: internlm2-chat-7b-sft\nadapter: ADAPTER\ntp: 2\n"
+                           "proxy: {enabled: true, servers_per_node: 2, port: 8000}"),
 }
 
 
@@ -38,7 +44,10 @@ def render(case: str, tmp_path: Path) -> str:
     (model / "config.json").write_text(json.dumps(cfg), encoding="utf-8")
     calib = tmp_path / "hf" / "hub" / "datasets--mit-han-lab--pile-val-backup"
     calib.mkdir(parents=True)
-    deploy = CASES[case].replace("CALIB", str(tmp_path / "hf"))
+    adapter = tmp_path / "adapter"
+    adapter.mkdir()
+    (adapter / "adapter_config.json").write_text(json.dumps({"peft_type": "LORA", "r": 8}), encoding="utf-8")
+    deploy = CASES[case].replace("CALIB", str(tmp_path / "hf")).replace("ADAPTER", str(adapter))
     extra = "runtimes:\n  cache_dir: /opt/ichain-cache\n"
     chain = tmp_path / "chain.yaml"
     chain.write_text(chain_text(model, tmp_path / "run", device="cuda", deploy=deploy, extra=extra), encoding="utf-8")
@@ -47,12 +56,15 @@ def render(case: str, tmp_path: Path) -> str:
     ctx = planner.context("deploy")
     stage = get_stage("deploy")
     assert stage.validate(ctx) == []
+    key = stage.quantize_key(ctx) if ctx.settings.quantize.enabled else "no-key"
+    if case == "awq_restart_reuses_quantized":
+        complete_quantization(stage.quantized_dir(ctx), key)
     lines = []
     for job in stage.plan(ctx):
         spec_files = {p: t for p, t in job.files.items() if p.endswith("serve.json")}
         lines += [f"# job {job.name} (runtime {job.runtime}; nodes {job.resources.nodes}, "
                   f"gpus/node {job.resources.gpus_per_node}; distributed {job.distributed})",
-                  job.command_line()]
+                  f"# {job.description}", job.command_line()]
         for text in spec_files.values():
             spec = json.loads(text)
             lines.append(f"# supervisor: mode={spec['mode']} endpoint={spec['endpoint']} "
@@ -69,7 +81,24 @@ def render(case: str, tmp_path: Path) -> str:
                      + (f" served_name={art.served_name}" if hasattr(art, "served_name") else ""))
     from internlm_chain.stages.deploy.stage import WORKERS
 
-    return "\n".join(lines).replace(str(tmp_path), "TMP").replace(str(WORKERS), "WORKERS") + "\n"
+    # the key hashes file mtimes (and the lock): stable within a run, not across machines
+    return "\n".join(lines).replace(str(tmp_path), "TMP").replace(str(WORKERS), "WORKERS").replace(key, "KEY") + "\n"
+
+
+def complete_quantization(out: Path, key: str) -> None:
+    """What the quantise-once worker leaves after a finished run (the worker itself writes it here, with a
+    stand-in for `lmdeploy lite`, which needs a GPU)."""
+    import subprocess
+    import sys
+
+    from internlm_chain.workers import deploy_quantize
+
+    fake_lite = ("import pathlib,sys; w=pathlib.Path(sys.argv[1]); (w/'config.json').write_text('{}'); "
+                 "(w/'model.safetensors').write_bytes(b'0'*64)")
+    res = subprocess.run([sys.executable, deploy_quantize.__file__, "--out", str(out), "--key", key, "--",
+                          "-c", fake_lite, "@WORK@"], capture_output=True, text=True, timeout=60)
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert deploy_quantize.is_complete(str(out), key)
 
 
 @pytest.mark.parametrize("case", sorted(CASES))

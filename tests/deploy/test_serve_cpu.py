@@ -104,3 +104,51 @@ def test_engine_dies_during_startup(write_chain, tiny_model, tmp_path):
     assert manifest["stages"]["deploy"]["state"] == "failed"
     res = ichain("deploy", "status", "-c", str(chain))
     assert res.returncode == 1 and res.stdout.startswith("dead")
+
+
+def test_server_killed_then_restarted(write_chain, tiny_model, tmp_path):
+    """A server that dies (kill -9) comes back when deploy is asked for, as the same endpoint; a plain
+    re-run of the chain leaves it stopped (nothing that uses it has work to do)."""
+    import signal
+    import time
+
+    from internlm_chain.procs import pid_alive
+
+    port = free_port()
+    workdir = tmp_path / "run"
+    chain = standin_chain(write_chain, tiny_model, workdir, port)
+    res = ichain("deploy", "serve", "-c", str(chain))
+    try:
+        assert res.returncode == 0, res.stdout + res.stderr
+        first = json.loads((workdir / "manifest.json").read_text())["stages"]["deploy"]
+        [pid] = first["outputs"]["endpoint"]["meta"]["pids"]
+        os.killpg(pid, signal.SIGKILL)
+        deadline = time.monotonic() + 30
+        while pid_alive(pid) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        res = ichain("deploy", "status", "-c", str(chain))
+        assert res.returncode == 1 and res.stdout.startswith("dead"), res.stdout
+
+        res = ichain("run", str(chain), "--json")
+        assert res.returncode == 0, res.stderr
+        assert [o["status"] for o in json.loads(res.stdout)["stages"]] == ["up to date (stopped)"], res.stdout
+        assert service.status(service.services_dir(workdir)).state == "dead"
+
+        res = ichain("deploy", "serve", "-c", str(chain), "--dry-run", "--json")
+        assert res.returncode == 0 and [j["name"] for j in json.loads(res.stdout)[0]["jobs"]] == ["serve"]
+
+        res = ichain("deploy", "serve", "-c", str(chain))
+        assert res.returncode == 0 and "ready after" in res.stderr, res.stdout + res.stderr
+        again = json.loads((workdir / "manifest.json").read_text())["stages"]["deploy"]
+        assert again["state"] == "done" and again["fingerprint"] == first["fingerprint"]
+        assert again["started"] > first["started"]
+        ep1, ep2 = first["outputs"]["endpoint"], again["outputs"]["endpoint"]
+        assert (ep2["path"], ep2["served_name"], ep2["fingerprint"]) == (ep1["path"], ep1["served_name"],
+                                                                         ep1["fingerprint"])
+        [new_pid] = ep2["meta"]["pids"]
+        assert new_pid != pid and pid_alive(new_pid)
+        assert service.status(service.services_dir(workdir)).state == "up"
+        reply = client.chat(ep2["path"], ep2["served_name"], [{"role": "user", "content": "hi"}], max_tokens=3)
+        assert reply.completion_tokens == 3
+    finally:
+        ichain("deploy", "stop", "-c", str(chain))

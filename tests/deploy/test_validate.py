@@ -36,6 +36,15 @@ def test_not_a_model_is_an_error(write_chain, tmp_path):
     assert res.returncode == 2 and "model directory not found" in res.stderr
 
 
+def test_flags_form_errors_name_the_flag_not_a_scratch_file(tmp_path):
+    res = subprocess.run([sys.executable, "-m", "internlm_chain", "deploy", "serve", "--model", "nope", "--dry-run"],
+                         capture_output=True, text=True, timeout=60, cwd=tmp_path)
+    assert res.returncode == 2
+    assert res.stderr.startswith(f"error: --model: model.path: model directory not found: {tmp_path / 'nope'}"), \
+        res.stderr
+    assert "chain.yaml" not in res.stderr and "Traceback" not in res.stderr
+
+
 def test_port_in_use_is_an_error(write_chain, fake_model, tmp_path):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -68,7 +77,8 @@ def test_api_key_is_never_printed(write_chain, fake_model, tmp_path):
     chain = write_chain(chain_text(fake_model, tmp_path / "run", device="cuda", deploy="api_key_env: T_KEY"))
     res = ichain("deploy", "serve", "-c", str(chain), "--dry-run", "--show-files", env={"T_KEY": "sekrit-123"})
     assert res.returncode == 0, res.stderr
-    assert "--api-keys '$T_KEY'" in res.stdout and "sekrit-123" not in res.stdout + res.stderr
+    assert "deploy_keyed.py --key-env T_KEY -- serve api_server" in res.stdout
+    assert "--api-keys" not in res.stdout and "sekrit-123" not in res.stdout + res.stderr
     res = ichain("deploy", "serve", "-c", str(chain), "--dry-run", env={"T_KEY": ""})
     assert res.returncode == 2 and "environment variable T_KEY is not set" in res.stderr
 
@@ -93,3 +103,79 @@ def test_stop_and_status_without_a_deployment(write_chain, fake_model, tmp_path)
         assert res.returncode == 0 and "nothing running" in res.stdout
     res = ichain("deploy", "status", "-c", str(chain))
     assert res.returncode == 1 and "no deployment recorded" in res.stdout
+
+
+def _adapter(tmp_path):
+    import json
+
+    d = tmp_path / "adapter"
+    d.mkdir()
+    (d / "adapter_config.json").write_text(json.dumps({"peft_type": "LORA"}), encoding="utf-8")
+    return d
+
+
+def test_adapter_on_the_cpu_standin_is_an_error(write_chain, fake_model, tmp_path):
+    chain = write_chain(chain_text(fake_model, tmp_path / "run", deploy=f"adapter: {_adapter(tmp_path)}"))
+    res = ichain("deploy", "serve", "-c", str(chain), "--dry-run")
+    assert res.returncode == 2 and "stages.deploy.adapter" in res.stderr
+    assert "serves whole models only" in res.stderr and "Traceback" not in res.stderr
+
+
+def test_adapter_needs_the_pytorch_engine_and_a_peft_folder(write_chain, fake_model, tmp_path):
+    adapter = _adapter(tmp_path)
+    chain = write_chain(chain_text(fake_model, tmp_path / "run", device="cuda",
+                                   deploy=f"adapter: {adapter}\nbackend: turbomind"))
+    res = ichain("deploy", "serve", "-c", str(chain), "--dry-run")
+    assert res.returncode == 2 and "stages.deploy.backend" in res.stderr and "does not apply adapters" in res.stderr
+    (adapter / "adapter_config.json").unlink()
+    chain = write_chain(chain_text(fake_model, tmp_path / "run", device="cuda", deploy=f"adapter: {adapter}"))
+    res = ichain("deploy", "serve", "-c", str(chain), "--dry-run")
+    assert res.returncode == 2 and "stages.deploy.adapter" in res.stderr and "not a PEFT adapter" in res.stderr
+    chain = write_chain(chain_text(fake_model, tmp_path / "run", device="cuda",
+                                   deploy=f"adapter: {adapter}\nquantize: {{enabled: true}}"))
+    res = ichain("deploy", "serve", "-c", str(chain), "--dry-run")
+    assert res.returncode == 2 and "quantize needs a whole model" in res.stderr
+
+
+def _finetune_merge_false_chain(write_chain, tmp_path, device: str):
+
+    from finetune.finetune_helpers import fake_7b, sft_rows, write_jsonl
+
+    model = fake_7b(tmp_path)
+    data = write_jsonl(tmp_path / "sft.jsonl", sft_rows(4))
+    return write_chain(f"""name: t
+workdir: {tmp_path / 'run'}
+device: {device}
+model: {{path: {model}, chat_template: internlm2_chat}}
+stages:
+  finetune:
+    data: {data}
+    method: lora
+    merge: false
+  deploy: {{}}
+""")
+
+
+def test_finetune_adapter_is_served_with_lmdeploy_adapters(write_chain, tmp_path):
+    """A whole-chain dry-run on a GPU host: deploy serves finetune's base model + its adapter."""
+    import json
+
+    chain = _finetune_merge_false_chain(write_chain, tmp_path, "cuda")
+    res = ichain("run", str(chain), "--dry-run", "--json")
+    assert res.returncode == 0, res.stderr
+    deploy = next(o for o in json.loads(res.stdout) if o["stage"] == "deploy")
+    spec = json.loads(next(iter(deploy["jobs"][0]["files"].values())))
+    argv = spec["services"][0]["argv"]
+    adapter = str(tmp_path / "run" / "finetune" / "adapter")
+    assert argv[argv.index("api_server") + 1] == str(tmp_path / "models" / "internlm2-chat-7b")
+    assert argv[argv.index("--adapters") + 1] == f"t={adapter}"
+    assert argv[argv.index("--backend") + 1] == "pytorch" and argv[argv.index("--model-name") + 1] == "t-base"
+    assert spec["served_name"] == "t"  # clients (eval, agent) reach the adapter
+
+
+def test_finetune_adapter_on_cpu_names_the_merge_field(write_chain, tmp_path):
+    chain = _finetune_merge_false_chain(write_chain, tmp_path, "cpu")
+    res = ichain("run", str(chain), "--dry-run")
+    assert res.returncode == 2
+    assert "chain.yaml:" in res.stderr and "stages.finetune.merge" in res.stderr
+    assert "merge: true" in res.stderr and "Traceback" not in res.stderr

@@ -250,3 +250,86 @@ stages:
     text, _ = plan_text(chain)
     assert "key='{{$MY_EVAL_KEY:EMPTY}}'" in text and "sk-secret-value" not in text
     assert "openai_api_base='http://127.0.0.1:8000/v1'" in text  # a bare server address means its /v1 API
+
+
+def test_two_configs_of_one_family_each_get_their_own_module(tmp_path, write_chain):
+    """gsm8k_gen and gsm8k_gen_17d0dc both define `gsm8k_datasets`: a shared read_base() namespace would keep
+    only one, so each is read through its own module beside the config."""
+    fake_model(tmp_path, "m")
+    data = gsm8k_copy(tmp_path)
+    chain = write_chain(f"""
+name: c
+device: cpu
+runtimes: {{overrides: {{opencompass: {{python: /x/python}}}}}}
+stages:
+  eval:
+    models: [{{path: {tmp_path}/m}}]
+    datasets: [gsm8k_gen, gsm8k/gsm8k_gen_17d0dc]
+    data_dir: {data}
+""")
+    text, jobs = plan_text(chain)
+    files = jobs[0].files
+    modules = sorted(Path(f).name for f in files if Path(f).name.startswith("opencompass_builtin_"))
+    assert modules == ["opencompass_builtin_0.py", "opencompass_builtin_1.py"]
+    assert all(Path(f).parent == Path(jobs[1].argv[3]).parent for f in files)  # beside the config
+    config = files[jobs[1].argv[3]]
+    assert "from .opencompass_builtin_0 import builtin_0_datasets" in config
+    assert "from .opencompass_builtin_1 import builtin_1_datasets" in config
+    assert "import *" not in config  # star-imports only inside the per-config modules
+    assert "from opencompass.configs.datasets.gsm8k.gsm8k_gen_17d0dc import *" in "\n".join(files.values())
+
+
+def test_the_same_builtin_config_twice_is_an_error(tmp_path, write_chain):
+    fake_model(tmp_path, "m")
+    data = gsm8k_copy(tmp_path)
+    chain = write_chain(f"""
+name: c
+device: cpu
+stages:
+  eval:
+    models: [{{path: {tmp_path}/m}}]
+    datasets: [gsm8k_gen, gsm8k/gsm8k_gen]
+    data_dir: {data}
+""")
+    text = problems_of(chain)
+    assert "stages.eval.datasets.1: 'gsm8k/gsm8k_gen' is listed twice (as 'gsm8k_gen')" in text
+
+
+@pytest.mark.parametrize("name,module,mode", [
+    ("gsm8k_gen", "opencompass.configs.datasets.gsm8k.gsm8k_gen", "gen"),
+    ("ceval_ppl", "opencompass.configs.datasets.ceval.ceval_ppl", "ppl"),
+    ("gsm8k_0shot_gen_a58960", "opencompass.configs.datasets.gsm8k.gsm8k_0shot_gen_a58960", "gen"),
+    ("gsm8k_0shot_v2_gen_a58960", "opencompass.configs.datasets.gsm8k.gsm8k_0shot_v2_gen_a58960", "gen"),
+    ("math/math_4shot_base_gen_43d5b6", "opencompass.configs.datasets.math.math_4shot_base_gen_43d5b6", "gen"),
+])
+def test_builtin_config_names_find_their_directory(name, module, mode):
+    from internlm_chain.stages.eval.resolve import builtin_module
+
+    got_module, _family, got_mode = builtin_module(name)
+    assert (got_module, got_mode) == (module, mode)
+
+
+def test_adapter_only_finetune_is_evaluated_on_the_base_it_was_trained_on(tmp_path, write_chain):
+    """finetune may train on another base than the chain's model.path (its own `model`, or pretrain's output)."""
+    from internlm_chain.chain.artifacts import Adapter
+    from internlm_chain.stages.eval.resolve import resolve
+
+    base = fake_model(tmp_path, "base")
+    trained_on = fake_model(tmp_path, "pretrained")
+    adapter = tmp_path / "adapter"
+    mcq_file(tmp_path)
+    chain = write_chain(f"""
+name: c
+device: cpu
+model: {{path: {base}}}
+stages:
+  finetune: {{enabled: false}}
+  eval: {{custom: [{{path: {tmp_path}/quiz.jsonl}}]}}
+""")
+    art = Adapter(path=str(adapter), base_model=str(trained_on), fingerprint="sha256:ad")
+    planner = Planner(load_chain(chain), {"finetune.adapter": art})
+    ctx = planner.context("eval")
+    ctx.inputs = {"finetune.adapter": planner.artifacts["finetune.adapter"]}  # as with finetune merge: false
+    plan = resolve(ctx)
+    assert [(m.abbr, m.path, m.adapter, m.fingerprint) for m in plan.models] == [
+        ("base", str(base), None, ""), ("finetuned", str(trained_on), str(adapter), "sha256:ad")]

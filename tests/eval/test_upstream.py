@@ -9,7 +9,9 @@ with scripted replies), and the failure paths.
 from __future__ import annotations
 
 import json
+import re
 import shutil
+from pathlib import Path
 
 import pytest
 from tests.eval.conftest import ichain, runtime_block
@@ -32,7 +34,7 @@ stages:
       - {{path: {chat}, abbr: chat0}}
       - {{path: {base}, abbr: base1, type: base}}
     custom: [{{path: {mcq_jsonl}}}]
-    datasets: [gsm8k_gen]
+    datasets: [gsm8k_gen, gsm8k/gsm8k_0shot_gen_a58960]
     data_dir: {gsm8k_root}
     limit: 2
     max_out_len: 4
@@ -45,7 +47,16 @@ stages:
     # chat model: the mcq file generatively (OptionSimAcc) and gsm8k; base model: the mcq file by perplexity
     assert ("chat0", "quiz", "accuracy") in pairs
     assert ("base1", "quiz_ppl", "accuracy") in pairs
-    assert ("chat0", "gsm8k", "accuracy") in pairs and ("base1", "gsm8k", "accuracy") in pairs
+    # two configs of one family (few-shot and 0-shot gsm8k, both abbr 'gsm8k') are kept apart, each scored
+    variants = ("gsm8k@gsm8k_gen", "gsm8k@gsm8k_0shot_gen_a58960")
+    for model in ("chat0", "base1"):
+        assert {(model, v, "accuracy") for v in variants} <= pairs
+    assert not any(d == "gsm8k" for _, d, _ in pairs)
+    prompts = {v: json.dumps(json.loads((workdir / "eval" / next(
+        s["predictions"] for s in report["scores"] if (s["model"], s["dataset"]) == ("chat0", v))).read_text()))
+        for v in variants}
+    assert "Angelo" in prompts[variants[0]] and "boxed" not in prompts[variants[0]]  # its own few-shot prompt
+    assert "boxed" in prompts[variants[1]] and "Angelo" not in prompts[variants[1]]  # the 0-shot one
     assert not any(m == "chat0" and d == "quiz_ppl" for m, d, _ in pairs)
     for s in report["scores"]:
         assert 0.0 <= s["score"] <= 100.0
@@ -164,10 +175,11 @@ def test_golden_slurm_config_loads_in_opencompass(tmp_path):
     from tests.conftest import GOLDEN, runtime_python
 
     text = (GOLDEN / "eval" / "7b_slurm_gpu.txt").read_text()
-    config = text.split("# ---- file /TMP/run/.staging/eval/opencompass_config.py ----\n")[1]
-    config = config.split("# ---- end opencompass_config.py ----")[0]
-    cfg_path = tmp_path / "cfg.py"
-    cfg_path.write_text(config.replace("/TMP", str(tmp_path)))
+    # the config and the per-built-in modules it reads beside it
+    for name, body in re.findall(r"# ---- file /TMP/run/\.staging/eval/(opencompass_\w+\.py) ----\n(.*?)# ---- end \1 ----",
+                                 text, flags=re.S):
+        (tmp_path / name).write_text(body.replace("/TMP", str(tmp_path)))
+    cfg_path = tmp_path / "opencompass_config.py"
     probe = """
 import sys
 from mmengine.config import Config
@@ -189,3 +201,55 @@ print('gsm8k' in combos['sft'], any(a.startswith('ceval') for a in combos['sft']
     assert n_chat == 2 and n_base > 50  # chat: gsm8k + quiz; base: gsm8k + 52 ceval subsets + quiz_ppl
     assert n_tasks == 2 * n_chat + n_base  # one Slurm task per model × dataset
     assert lines[2] == "True False True"  # ceval_ppl (perplexity) never reaches chat models
+
+
+def test_shared_abbrs_renamed_by_opencompass_loader(tmp_path, write_chain, gsm8k_root):
+    """Two gsm8k configs and a custom file named gsm8k: OpenCompass's own loader sees three distinct abbrs,
+    each dataset with its own config's prompt."""
+    import subprocess
+
+    from tests.conftest import runtime_python
+    from tests.eval.test_render import fake_model
+
+    from internlm_chain.chain.planner import Planner
+    from internlm_chain.config.loader import load_chain
+
+    fake_model(tmp_path, "m")
+    (tmp_path / "gsm8k.jsonl").write_text(json.dumps({"question": "1+1?", "answer": "2"}) + "\n")
+    chain = write_chain(f"""
+name: c
+device: cpu
+workdir: {tmp_path / 'run'}
+{runtime_block()}
+stages:
+  eval:
+    models: [{{path: {tmp_path}/m}}]
+    datasets: [gsm8k_gen, gsm8k/gsm8k_gen_17d0dc, mmlu_gen]
+    custom: [{{path: {tmp_path}/gsm8k.jsonl}}]
+    data_dir: {gsm8k_root}
+    limit: 3
+""")
+    (gsm8k_root / "data" / "mmlu" / "dev").mkdir(parents=True)
+    (gsm8k_root / "data" / "mmlu" / "test").mkdir()
+    _ctx, jobs = Planner(load_chain(chain)).plan("eval")
+    for path, body in jobs[0].files.items():
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        Path(path).write_text(body)
+    probe = """
+import json, sys
+from mmengine.config import Config
+cfg = Config.fromfile(sys.argv[1], format_python_code=False)
+print(json.dumps([[d['abbr'], d['reader_cfg'].get('test_range'), d['infer_cfg']['inferencer'].get('stopping_criteria')]
+                  for d in cfg['datasets']]))
+"""
+    res = subprocess.run([str(runtime_python("opencompass")), "-c", probe, jobs[1].argv[3]],
+                         capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr[-3000:]
+    rows = json.loads(res.stdout.strip().splitlines()[-1])
+    by_abbr = {a: (r, s) for a, r, s in rows}
+    assert len(by_abbr) == len(rows)  # every abbr distinct
+    assert by_abbr["gsm8k@gsm8k_gen"] == ("[0:3]", None)
+    assert by_abbr["gsm8k@gsm8k_gen_17d0dc"] == ("[0:3]", ["Question"])  # its own inferencer settings
+    assert "gsm8k" in by_abbr  # the custom file keeps its name
+    mmlu = [a for a in by_abbr if a.startswith("lukaemon_mmlu_")]
+    assert len(mmlu) == 57 and not any("@" in a for a in mmlu)  # no clash, no rename

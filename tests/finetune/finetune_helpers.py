@@ -34,3 +34,23 @@ def fake_7b(root: Path) -> Path:
     model.mkdir(parents=True, exist_ok=True)
     (model / "config.json").write_text(json.dumps(INTERNLM2_7B_CONFIG), encoding="utf-8")
     return model
+
+
+# InternLM2-chat's chat template (ChatML), as its tokenizer_config.json carries it
+CHATML = ("{{ bos_token }}{% for message in messages %}{{'<|im_start|>' + message['role'] + '\n' + message['content'] "
+          "+ '<|im_end|>' + '\n'}}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}")
+
+
+def pair_rows(n: int = 8) -> list[dict]:
+    """Preference pairs: a right and a wrong answer to the same question."""
+    return [{"prompt": [{"role": "system", "content": "You are a helpful assistant."},
+                        {"role": "user", "content": f"What is {i} + {i}?"}],
+             "chosen": [{"role": "assistant", "content": f"{i} + {i} = {2 * i}."}],
+             "rejected": [{"role": "assistant", "content": f"I am not sure; maybe {2 * i + 3}?"}]} for i in range(n)]
+
+
+def fake_7b_chat(root: Path) -> Path:
+    """fake_7b with the tokenizer config a chat model has (preference modes need its chat template)."""
+    model = fake_7b(root)
+    (model / "tokenizer_config.json").write_text(json.dumps({"chat_template": CHATML}), encoding="utf-8")
+    return model

@@ -78,6 +78,16 @@ def test_init_writes_and_refuses_to_overwrite(capsys, tmp_path):
     assert r.code == 2 and "no starter chain named 'nope'" in r.err
 
 
+def test_init_list_needs_no_dir_and_says_what_each_starter_is(capsys):
+    r = run_cli(capsys, "init", "--list")
+    assert r.code == 0, r.err
+    rows = dict(line.split(None, 1) for line in r.out.strip().splitlines())
+    assert "quickstart" in rows and rows["quickstart"].startswith("The quickstart chain")
+    assert all(summary.strip() for summary in rows.values())
+    r = run_cli(capsys, "init")
+    assert r.code == 2 and "missing DIR" in r.err and "Traceback" not in r.err
+
+
 def test_stage_verb_needs_a_config(capsys):
     r = run_cli(capsys, "finetune")
     assert r.code == 2 and "needs a chain file" in r.err

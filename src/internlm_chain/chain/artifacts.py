@@ -51,6 +51,13 @@ class HFModel(Artifact):
     kind: Literal["HFModel"] = "HFModel"
 
 
+class RewardModel(Artifact):
+    """A model that scores a conversation (one number per reply), not a chat model: nothing serves or
+    evaluates it as one. meta["reward_token_id"]: the token whose position carries the score."""
+
+    kind: Literal["RewardModel"] = "RewardModel"
+
+
 class XTunerCheckpoint(Artifact):
     kind: Literal["XTunerCheckpoint"] = "XTunerCheckpoint"
 
@@ -81,7 +88,7 @@ class AgentTranscript(Artifact):
 
 AnyArtifact = Annotated[
     CleanCorpus | TokenizedCorpus | PretrainText | SFTData | Tokenizer | DataReport | InternEvoCheckpoint
-    | HFModel | XTunerCheckpoint | Adapter | QuantizedModel | Endpoint | EvalReport | AgentTranscript,
+    | HFModel | RewardModel | XTunerCheckpoint | Adapter | QuantizedModel | Endpoint | EvalReport | AgentTranscript,
     Field(discriminator="kind"),
 ]
 ARTIFACT_ADAPTER: TypeAdapter[Any] = TypeAdapter(AnyArtifact)

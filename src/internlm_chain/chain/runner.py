@@ -115,8 +115,10 @@ def _display(path: Path) -> str:
 
 
 class ChainRunner:
-    def __init__(self, loaded: LoadedChain, quiet: bool = False, force: bool = False, verbose: bool = False):
+    def __init__(self, loaded: LoadedChain, quiet: bool = False, force: bool = False, verbose: bool = False,
+                 restart: Sequence[str] = ()):
         self.loaded = loaded
+        self.restart = set(restart)  # service stages asked for by name (`--only`): a stopped one starts again
         self.quiet = quiet
         self.verbose = verbose
         self.force = force
@@ -249,7 +251,7 @@ class ChainRunner:
             # a finished service (e.g. a server stopped after the chain) is restarted only when a
             # stage that talks to it still has work to do; otherwise a re-run stays a no-op
             self.planner.artifacts.update({f"{stage}.{k}": a for k, a in record.outputs.items()})
-            if not self._service_needed(stage, later):
+            if stage not in self.restart and not self._service_needed(stage, later):
                 return StageOutcome(stage, "up to date (stopped)", fp, record.duration_s,
                                     outputs=dict(record.outputs), metrics=record.metrics)
         if current:
@@ -400,7 +402,8 @@ def run_chain(loaded: LoadedChain, only: Sequence[str] | None = None, from_: str
     from internlm_chain.cli.output import out, print_json
 
     stages = select_stages(loaded, only, from_, to, explicit)
-    runner = ChainRunner(loaded, quiet=quiet or as_json, force=force, verbose=verbose and not as_json)
+    runner = ChainRunner(loaded, quiet=quiet or as_json, force=force, verbose=verbose and not as_json,
+                         restart=only or ())
     if dry_run:
         outcomes = runner.dry_run(stages)
         if as_json:

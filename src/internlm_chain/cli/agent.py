@@ -7,16 +7,18 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import Annotated
 
 import typer
 
 from internlm_chain.cli.common import (
-    ConfigOpt,
-    DryRunOpt,
-    JsonOpt,
-    QuietOpt,
-    SetOpt,
-    ShowFilesOpt,
+    ConfigFile,
+    Json,
+    Quiet,
+    Sets,
+    StageRun,
+    option_group,
+    stage_run_options,
     stage_verb,
 )
 
@@ -24,143 +26,107 @@ app = typer.Typer(help="Run Lagent agents with AgentLego tools.", no_args_is_hel
 tools_app = typer.Typer(help="List the tools an agent can use, or serve them over HTTP.", no_args_is_help=True)
 app.add_typer(tools_app, name="tools")
 
-EndpointOpt = typer.Option(None, "--endpoint", help="OpenAI-compatible URL: http://host:port, …/v1 or the full "
-                                                    "…/v1/chat/completions URL.")
-ServedNameOpt = typer.Option(None, "--served-name", help="Model name to send (the server's served name).")
-ApiKeyEnvOpt = typer.Option(None, "--api-key-env", help="Environment variable that holds the API key.")
-HfModelOpt = typer.Option(None, "--hf-model", help="Local Hugging Face model folder, loaded in-process instead.")
-AgentOpt = typer.Option(None, "--agent", help="react, rewoo, autogpt or internlm2.")
-ToolsOpt = typer.Option(None, "--tools", help="Comma-separated: Calculator, lagent:ArxivSearch, file.py:Class, "
-                                              "http://tool-server, python.")
-AllowOpt = typer.Option(None, "--allow", help="Comma-separated opt-ins for code/network tools (e.g. python).")
-MaxTurnsOpt = typer.Option(None, "--max-turns", help="Most model turns per question.")
-TimeoutOpt = typer.Option(None, "--timeout", help="Seconds per model request.")
-PythonOpt = typer.Option(None, "--python", help="The agent runtime's interpreter (default: the synced runtime).")
+AgentPython = Annotated[str, typer.Option("--python", help="The agent runtime's interpreter (default: the synced "
+                                                           "runtime).")]
 
 
-def _flags(endpoint, served_name, api_key_env, hf_model, agent, tools, allow, max_turns, timeout, python):
+def agent_options(
+    endpoint: Annotated[str, typer.Option("--endpoint", help="OpenAI-compatible URL: http://host:port, …/v1 or the "
+                                                             "full …/v1/chat/completions URL.")] = None,
+    served_name: Annotated[str, typer.Option("--served-name", help="Model name to send (the server's served "
+                                                                   "name).")] = None,
+    api_key_env: Annotated[str, typer.Option("--api-key-env", help="Environment variable that holds the API "
+                                                                   "key.")] = None,
+    hf_model: Annotated[str, typer.Option("--hf-model", help="Local Hugging Face model folder, loaded in-process "
+                                                             "instead.")] = None,
+    agent: Annotated[str, typer.Option("--agent", help="react, rewoo, autogpt or internlm2.")] = None,
+    tools: Annotated[str, typer.Option("--tools", help="Comma-separated: Calculator, lagent:ArxivSearch, "
+                                                       "file.py:Class, http://tool-server, python.")] = None,
+    allow: Annotated[str, typer.Option("--allow", help="Comma-separated opt-ins for code/network tools (e.g. "
+                                                       "python).")] = None,
+    max_turns: Annotated[int, typer.Option("--max-turns", help="Most model turns per question.")] = None,
+    timeout: Annotated[float, typer.Option("--timeout", help="Seconds per model request.")] = None,
+    python: AgentPython = None,
+):
+    """The flags that say which model, agent and tools `run`, `chat` and `bench` use, as one `Flags`."""
     from internlm_chain.stages.agent.adhoc import Flags
 
     return Flags(endpoint=endpoint, served_name=served_name, api_key_env=api_key_env, hf_model=hf_model,
                  agent=agent, tools=tools, allow=allow, max_turns=max_turns, timeout=timeout, python=python)
 
 
-def _finish(code: int) -> None:
+def _run_worker(args: list[str], config: Path | None, sets: list[str] | None, flags, *, check: bool = True,
+                need_llm: bool = True) -> None:
+    """Run the agent runtime's worker with ARGS (after checking the settings), exiting with its code."""
+    from internlm_chain.stages.agent import adhoc
+
+    prepared = adhoc.prepare(config, sets or [], flags)
+    spec = adhoc.check(prepared, need_llm=need_llm) if check else None
+    code = adhoc.run_worker(prepared, args, spec)
     if code:
         raise typer.Exit(code)
 
 
 @app.command("run")
+@option_group("opts", stage_run_options)
+@option_group("flags", agent_options)
 def run(
     question: str = typer.Argument(None, help="Ask this (prints each step); without it, run the chain's stage."),
-    config: Path = ConfigOpt,
-    sets: list[str] = SetOpt,
-    dry_run: bool = DryRunOpt,
-    as_json: bool = JsonOpt,
-    show_files: bool = ShowFilesOpt,
-    quiet: bool = QuietOpt,
-    endpoint: str = EndpointOpt,
-    served_name: str = ServedNameOpt,
-    api_key_env: str = ApiKeyEnvOpt,
-    hf_model: str = HfModelOpt,
-    agent: str = AgentOpt,
-    tools: str = ToolsOpt,
-    allow: str = AllowOpt,
-    max_turns: int = MaxTurnsOpt,
-    timeout: float = TimeoutOpt,
-    python: str = PythonOpt,
+    opts: StageRun = None,
+    quiet: Quiet = False,
+    flags=None,
 ) -> None:
     """Answer QUESTION with an agent, or (no QUESTION, -c FILE) run the chain's agent stage."""
-    flags = _flags(endpoint, served_name, api_key_env, hf_model, agent, tools, allow, max_turns, timeout, python)
     if question is None:
-        if flags.overlay() or python:
+        if flags.overlay() or flags.python:
             from internlm_chain.errors import ChainError
 
             raise ChainError("agent flags (--endpoint, --tools, …) need a QUESTION; the stage takes its settings "
                              "from the chain file")
-        stage_verb("agent", config, sets, dry_run, as_json, show_files, quiet=quiet)
+        stage_verb("agent", opts, quiet=quiet)
         return
-    from internlm_chain.stages.agent.adhoc import check, prepare, run_worker
-
-    prepared = prepare(config, sets or [], flags)
-    spec = check(prepared)
-    args = ["run", "--question", question] + (["--json"] if as_json else []) + (["--quiet"] if quiet else [])
-    _finish(run_worker(prepared, args, spec))
+    args = ["run", "--question", question] + (["--json"] if opts.as_json else []) + (["--quiet"] if quiet else [])
+    _run_worker(args, opts.config, opts.sets, flags)
 
 
 @app.command("chat")
-def chat(
-    config: Path = ConfigOpt,
-    sets: list[str] = SetOpt,
-    endpoint: str = EndpointOpt,
-    served_name: str = ServedNameOpt,
-    api_key_env: str = ApiKeyEnvOpt,
-    hf_model: str = HfModelOpt,
-    agent: str = AgentOpt,
-    tools: str = ToolsOpt,
-    allow: str = AllowOpt,
-    max_turns: int = MaxTurnsOpt,
-    timeout: float = TimeoutOpt,
-    python: str = PythonOpt,
-) -> None:
+@option_group("flags", agent_options)
+def chat(config: ConfigFile = None, sets: Sets = None, flags=None) -> None:
     """Talk to an agent; it keeps the conversation's history. An empty line ends it."""
-    from internlm_chain.stages.agent.adhoc import check, prepare, run_worker
-
-    flags = _flags(endpoint, served_name, api_key_env, hf_model, agent, tools, allow, max_turns, timeout, python)
-    prepared = prepare(config, sets or [], flags)
-    _finish(run_worker(prepared, ["chat"], check(prepared)))
+    _run_worker(["chat"], config, sets, flags)
 
 
 @app.command("bench")
+@option_group("flags", agent_options)
 def bench(
     tasks: Path = typer.Argument(..., help="TASKS.jsonl: {question, answer | check: {contains|regex|python}}."),
-    config: Path = ConfigOpt,
-    sets: list[str] = SetOpt,
-    as_json: bool = JsonOpt,
+    config: ConfigFile = None,
+    sets: Sets = None,
+    as_json: Json = False,
     out: Path = typer.Option(None, "--out", help="Also write the full results (with transcripts) here."),
-    endpoint: str = EndpointOpt,
-    served_name: str = ServedNameOpt,
-    api_key_env: str = ApiKeyEnvOpt,
-    hf_model: str = HfModelOpt,
-    agent: str = AgentOpt,
-    tools: str = ToolsOpt,
-    allow: str = AllowOpt,
-    max_turns: int = MaxTurnsOpt,
-    timeout: float = TimeoutOpt,
-    python: str = PythonOpt,
+    flags=None,
 ) -> None:
     """Benchmark an agent: success rate, tool-call validity, steps and latency per task."""
     from internlm_chain.errors import ChainError, Problem
-    from internlm_chain.stages.agent.adhoc import check, prepare, run_worker
     from internlm_chain.workers.agentrun.bench_check import TaskError, load_tasks
 
     try:
         load_tasks(tasks)
     except TaskError as exc:
         raise ChainError(Problem(str(exc))) from None
-    flags = _flags(endpoint, served_name, api_key_env, hf_model, agent, tools, allow, max_turns, timeout, python)
-    prepared = prepare(config, sets or [], flags)
-    spec = check(prepared)
     args = ["bench", "--tasks", str(tasks.resolve())] + (["--json"] if as_json else [])
     if out:
         args += ["--out", str(out.resolve())]
-    _finish(run_worker(prepared, args, spec))
+    _run_worker(args, config, sets, flags)
 
 
 @tools_app.command("list")
-def tools_list(
-    config: Path = ConfigOpt,
-    sets: list[str] = SetOpt,
-    as_json: bool = JsonOpt,
-    python: str = PythonOpt,
-) -> None:
+def tools_list(config: ConfigFile = None, sets: Sets = None, as_json: Json = False, python: AgentPython = None) -> None:
     """Every tool the agent runtime offers, with parameters (and the chain's own tools with -c)."""
-    from internlm_chain.stages.agent.adhoc import Flags, check, prepare, run_worker
+    from internlm_chain.stages.agent.adhoc import Flags
 
-    prepared = prepare(config, sets or [], Flags(python=python))
-    spec = check(prepared, need_llm=False) if config is not None else None
     args = ["tools", "list"] + (["--json"] if as_json else [])
-    _finish(run_worker(prepared, args, spec))
+    _run_worker(args, config, sets, Flags(python=python), check=config is not None, need_llm=False)
 
 
 @tools_app.command("serve")
@@ -171,11 +137,11 @@ def tools_serve(
     device: str = typer.Option("cpu", "--device", help="Device the tools' models load on (cpu, cuda:0)."),
     extra: list[Path] = typer.Option(None, "--extra", help="Python file(s) defining more tools."),
     setup: bool = typer.Option(True, "--setup/--no-setup", help="Load the tools' models at start."),
-    python: str = PythonOpt,
+    python: AgentPython = None,
 ) -> None:
     """Serve tools over HTTP with AgentLego's tool server (agents use them via a tool-server URL)."""
     from internlm_chain.errors import ChainError, Problem
-    from internlm_chain.stages.agent.adhoc import Flags, prepare, run_worker
+    from internlm_chain.stages.agent.adhoc import Flags
 
     for path in extra or []:
         if not path.is_file():
@@ -183,10 +149,9 @@ def tools_serve(
     if host not in ("127.0.0.1", "localhost", "::1"):
         print(f"warning: serving tools on {host}: anyone who can reach this address can call them",
               file=sys.stderr)
-    prepared = prepare(None, [], Flags(python=python))
     args = ["tools", "serve", *tools, "--host", host, "--port", str(port), "--device", device]
     for path in extra or []:
         args += ["--extra", str(path.resolve())]
     if not setup:
         args.append("--no-setup")
-    _finish(run_worker(prepared, args, None))
+    _run_worker(args, None, None, Flags(python=python), check=False)

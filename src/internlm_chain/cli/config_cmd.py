@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from internlm_chain.cli.common import JsonOpt, SetOpt
+from internlm_chain.cli.common import Json, Sets
 
 app = typer.Typer(help="Validate, show and describe chain files.", no_args_is_help=True)
 
@@ -14,8 +14,8 @@ app = typer.Typer(help="Validate, show and describe chain files.", no_args_is_he
 @app.command()
 def validate(
     file: Path = typer.Argument(..., help="Chain file."),
-    sets: list[str] = SetOpt,
-    as_json: bool = JsonOpt,
+    sets: Sets = None,
+    as_json: Json = False,
 ) -> None:
     """Check a chain file (schema, references, each stage's own rules); exit 2 listing every problem."""
     from internlm_chain.chain.validate import validate_chain
@@ -43,9 +43,9 @@ def validate(
 @app.command()
 def show(
     file: Path = typer.Argument(..., help="Chain file."),
-    sets: list[str] = SetOpt,
+    sets: Sets = None,
     resolved: bool = typer.Option(False, "--resolved", help="Include every default, as the stages see it."),
-    as_json: bool = JsonOpt,
+    as_json: Json = False,
 ) -> None:
     """Print the chain after includes, overrides and ${ENV} (with --resolved: with every default)."""
     from internlm_chain.cli.output import out, print_json

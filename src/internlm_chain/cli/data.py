@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from internlm_chain.cli.common import ConfigOpt, DryRunOpt, JsonOpt, SetOpt, ShowFilesOpt, stage_verb
+from internlm_chain.cli.common import Json, StageRun, option_group, run_stage, stage_run_options, stage_verb
 
 app = typer.Typer(help="Clean, filter, de-duplicate and tokenize a zh/en corpus.", no_args_is_help=True)
 
@@ -53,6 +53,7 @@ def link_outputs(out: Path) -> None:
 
 
 @app.command("run")
+@option_group("opts", stage_run_options)
 def run(
     inputs: list[Path] = typer.Argument(None, help="Input files or directories.", show_default=False),
     out: Path = typer.Option(None, "-o", "--out", help="Output directory: OUT/clean, OUT/internevo, … ."),
@@ -62,30 +63,23 @@ def run(
     executor: str = typer.Option(None, "--executor", help="local | ray | slurm."),
     tokenizer: str = typer.Option(None, "--tokenizer", help="Tokenizer directory, or 'train'."),
     outputs: str = typer.Option(None, "--outputs", help="Comma-separated: clean,internevo,xtuner."),
-    config: Path = ConfigOpt,
-    sets: list[str] = SetOpt,
-    dry_run: bool = DryRunOpt,
-    as_json: bool = JsonOpt,
-    show_files: bool = ShowFilesOpt,
+    opts: StageRun = None,
 ) -> None:
     """Run the data stage: flags form (INPUT… -o OUT) or the chain form (-c FILE)."""
     from internlm_chain.errors import ChainError, Problem
 
-    if config is not None:
+    if opts.config is not None:
         if inputs or out:
             raise ChainError(Problem("give either -c FILE or INPUT… -o OUT, not both"))
-        stage_verb("data", config, sets, dry_run, as_json, show_files)
+        stage_verb("data", opts)
         return
     if not inputs or out is None:
         raise ChainError(Problem("`ichain data run` needs INPUT… and -o OUT (or -c FILE)",
                                  hint="e.g. ichain data run corpus/ -o runs/data"))
-    if sets:
+    if opts.sets:
         raise ChainError(Problem("--set works with -c FILE only"))
-    from internlm_chain.chain.runner import run_chain
-
-    loaded = flags_chain(inputs, out, languages, text_key, workers, executor, tokenizer, outputs)
-    run_chain(loaded, only=["data"], dry_run=dry_run, as_json=as_json, show_files=show_files, explicit=True)
-    if not dry_run:
+    run_stage(flags_chain(inputs, out, languages, text_key, workers, executor, tokenizer, outputs), "data", opts)
+    if not opts.dry_run:
         link_outputs(out.expanduser().resolve())
 
 
@@ -98,7 +92,7 @@ def find_report(out: Path) -> Path | None:
 
 @app.command("report")
 def report(out: Path = typer.Argument(..., help="The run's output directory (OUT or OUT/data)."),
-           as_json: bool = JsonOpt) -> None:
+           as_json: Json = False) -> None:
     """Print a finished run's summary: documents kept and dropped per step and reason."""
     import json
 

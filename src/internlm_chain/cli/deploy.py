@@ -6,7 +6,16 @@ from pathlib import Path
 
 import typer
 
-from internlm_chain.cli.common import ConfigOpt, DryRunOpt, JsonOpt, SetOpt, ShowFilesOpt
+from internlm_chain.cli.common import (
+    ConfigFile,
+    DryRun,
+    Json,
+    Sets,
+    StageRun,
+    option_group,
+    run_stage,
+    stage_run_options,
+)
 
 app = typer.Typer(help="Serve models with LMDeploy (a CPU stand-in without a GPU).", no_args_is_help=True)
 
@@ -19,9 +28,9 @@ def _flag_sets(**fields) -> list[str]:
 
 def _load(config: Path | None, sets: list[str], model: str | None = None):
     """The chain file, or — with flags only — a one-stage chain in ./runs/ichain-deploy."""
-    import tempfile
-
-    from internlm_chain.config.loader import load_chain
+    from internlm_chain.config.loader import chain_from_document, load_chain
+    from internlm_chain.config.merge import apply_override
+    from internlm_chain.config.source import Located, Location
     from internlm_chain.errors import ChainError, Problem
 
     if config is not None:
@@ -29,15 +38,13 @@ def _load(config: Path | None, sets: list[str], model: str | None = None):
     if model is None:
         raise ChainError(Problem("give a chain file (-c FILE) or a model (--model PATH)"))
     workdir = (Path.cwd() / "runs" / FLAG_CHAIN).resolve()
-    with tempfile.TemporaryDirectory(prefix="ichain-deploy-") as tmp:
-        chain = Path(tmp) / "chain.yaml"
-        import json
-
-        # JSON is YAML; quoting keeps odd paths intact
-        chain.write_text(json.dumps({"name": FLAG_CHAIN, "workdir": str(workdir),
-                                     "model": {"path": str(Path(model).expanduser().resolve())},
-                                     "stages": {"deploy": {}}}), encoding="utf-8")
-        return load_chain(chain, sets)
+    doc = Located({"name": FLAG_CHAIN, "workdir": str(workdir), "model": {"path": str(Path(model).expanduser())},
+                   "stages": {"deploy": {}}},
+                  {(): Location("ichain deploy"), ("model", "path"): Location("--model")})
+    for text in sets:
+        apply_override(doc, text)
+    # errors then name the flag, not a scratch file; relative paths resolve from the current directory
+    return chain_from_document(doc, Path.cwd() / "ichain-deploy-flags.yaml")
 
 
 def _workdir(config: Path | None) -> Path:
@@ -49,12 +56,9 @@ def _workdir(config: Path | None) -> Path:
 
 
 @app.command("serve")
+@option_group("opts", stage_run_options)
 def serve(
-    config: Path = ConfigOpt,
-    sets: list[str] = SetOpt,
-    dry_run: bool = DryRunOpt,
-    as_json: bool = JsonOpt,
-    show_files: bool = ShowFilesOpt,
+    opts: StageRun = None,
     foreground: bool = typer.Option(False, "--foreground", help="Stay attached; Ctrl-C stops the server."),
     model: str = typer.Option(None, "--model", help="Model directory (instead of, or over, the chain's)."),
     backend: str = typer.Option(None, "--backend", help="auto | turbomind | pytorch | transformers"),
@@ -64,15 +68,13 @@ def serve(
     served_name: str = typer.Option(None, "--served-name", help="Model name clients send."),
 ) -> None:
     """Start the server in the background, wait until it serves, record its endpoint."""
-    from internlm_chain.chain.runner import run_chain
-
-    flags = _flag_sets(model=model if config is not None else None, backend=backend, tp=tp, port=port,
+    flags = _flag_sets(model=model if opts.config is not None else None, backend=backend, tp=tp, port=port,
                        host=host, served_name=served_name)
-    loaded = _load(config, [*(sets or []), *flags], model)
-    if foreground and not dry_run:
+    loaded = _load(opts.config, [*opts.sets, *flags], model)
+    if foreground and not opts.dry_run:
         _serve_foreground(loaded)
         return
-    run_chain(loaded, only=["deploy"], dry_run=dry_run, as_json=as_json, show_files=show_files, explicit=True)
+    run_stage(loaded, "deploy", opts)
 
 
 def _serve_foreground(loaded) -> None:
@@ -96,8 +98,8 @@ def _serve_foreground(loaded) -> None:
 
 @app.command("status")
 def status(
-    config: Path = ConfigOpt,
-    as_json: bool = JsonOpt,
+    config: ConfigFile = None,
+    as_json: Json = False,
     lines: int = typer.Option(20, "--lines", help="Log lines to show for a dead server."),
 ) -> None:
     """Is the deployment up, starting or dead? (exit 0 only when up)"""
@@ -136,7 +138,7 @@ def _key_env(config: Path | None) -> str | None:
 
 
 @app.command("stop")
-def stop(config: Path = ConfigOpt) -> None:
+def stop(config: ConfigFile = None) -> None:
     """Stop the recorded server (SIGTERM to its process group, then SIGKILL). Safe to repeat."""
     from internlm_chain.cli.output import out
     from internlm_chain.stages.deploy import service
@@ -165,7 +167,7 @@ def _endpoint(config: Path | None, url: str | None, served_name: str | None) -> 
 
 @app.command("chat")
 def chat(
-    config: Path = ConfigOpt,
+    config: ConfigFile = None,
     url: str = typer.Option(None, "--url", help="Endpoint URL instead of the recorded deployment."),
     served_name: str = typer.Option(None, "--served-name", help="Model name to send."),
     message: list[str] = typer.Option(None, "--message", "-m", help="Send these messages and exit (repeatable)."),
@@ -223,21 +225,21 @@ def chat(
 
 @app.command("quantize")
 def quantize(
-    config: Path = ConfigOpt,
-    sets: list[str] = SetOpt,
+    config: ConfigFile = None,
+    sets: Sets = None,
     model: str = typer.Option(None, "--model", help="Model directory to quantise."),
-    out: Path = typer.Option(None, "--out", help="Where the quantised model goes (default: <workdir>/quantized)."),
+    out: Path = typer.Option(None, "--out", help="Where the quantised model goes (default: the deploy stage's own cache, so `serve` reuses it)."),
     method: str = typer.Option(None, "--method", help="awq (4-bit weights) | smooth_quant (W8A8)"),
     calib_data: str = typer.Option(None, "--calib-data", help="Local Hugging Face cache with the calibration set."),
     calib_dataset: str = typer.Option(None, "--calib-dataset", help="pileval | wikitext2 | c4 | ptb"),
-    dry_run: bool = DryRunOpt,
+    dry_run: DryRun = False,
 ) -> None:
     """Quantise weights with `lmdeploy lite` (GPU) → a QuantizedModel that `serve` serves as --model-format awq."""
     from internlm_chain.chain.artifacts import QuantizedModel
     from internlm_chain.chain.job import render_jobs_text
     from internlm_chain.chain.planner import Planner
+    from internlm_chain.cli.output import info, print_json
     from internlm_chain.cli.output import out as console
-    from internlm_chain.cli.output import print_json
     from internlm_chain.errors import ChainError, Problem, StageFailed
     from internlm_chain.launch.local import run_process
     from internlm_chain.stages.registry import get_stage
@@ -248,19 +250,27 @@ def quantize(
     loaded = _load(config, [*(sets or []), *flags], model)
     stage = get_stage("deploy")
     ctx = Planner(loaded).context("deploy")
-    target = (out or loaded.workdir / "quantized").expanduser().resolve()
+    # the stage's own cache by default: `ichain deploy serve` then reuses this quantisation instead of redoing it
+    target = (out or stage.quantized_dir(ctx)).expanduser().resolve()
     # only the quantisation matters here: the serving checks (ports, keys) do not apply
     serving_only = (".port", ".host", ".api_key_env", ".proxy.", ".backend")
     problems = [p for p in stage.validate(ctx) if not any(s in p.path for s in serving_only)]
     if problems:
         raise ChainError(problems)
     job = stage.quantize_job(ctx, target)
+    reused = out is None and stage.quantized_ready(ctx)
     if dry_run:
-        console.print(render_jobs_text([job]), markup=False)
+        if reused:
+            info(f"already quantised with the same model and settings: {target} (nothing to run)")
+        else:
+            console.print(render_jobs_text([job]), markup=False)
         return
-    result = run_process(job.model_copy(update={"log": str(target.parent / "quantize.log")}))
-    if result.state != "done" or not (target / "config.json").is_file():
-        raise StageFailed(Problem(f"quantisation failed (exit {result.returncode})", hint=f"log: {result.log}"))
+    if reused:
+        info(f"already quantised with the same model and settings: {target}")
+    else:
+        result = run_process(job.model_copy(update={"log": str(target.parent / f"{target.name}.log")}))
+        if result.state != "done" or not (target / "config.json").is_file():
+            raise StageFailed(Problem(f"quantisation failed (exit {result.returncode})", hint=f"log: {result.log}"))
     art = QuantizedModel(path=str(target), model_format="awq" if job.argv.count("auto_awq") else "smooth_quant",
                          chat_template=loaded.config.model.chat_template)
     (target / "ichain-artifact.json").write_text(art.model_dump_json(indent=2), encoding="utf-8")

@@ -6,19 +6,16 @@ from pathlib import Path
 
 import typer
 
-from internlm_chain.cli.common import ConfigOpt, DryRunOpt, JsonOpt, SetOpt, ShowFilesOpt, stage_verb
+from internlm_chain.cli.common import Json, StageRun, option_group, run_stage, stage_run_options, stage_verb
 
 app = typer.Typer(help="Evaluate models and endpoints with OpenCompass.", invoke_without_command=True)
 
 
 @app.callback()
+@option_group("opts", stage_run_options)
 def eval_(
     ctx: typer.Context,
-    config: Path = ConfigOpt,
-    sets: list[str] = SetOpt,
-    dry_run: bool = DryRunOpt,
-    as_json: bool = JsonOpt,
-    show_files: bool = ShowFilesOpt,
+    opts: StageRun = None,
     models: list[str] = typer.Option(None, "--model", help="A Hugging Face model directory (repeatable)."),
     model_type: str = typer.Option("chat", "--model-type", help="chat or base, for every --model."),
     endpoints: list[str] = typer.Option(None, "--endpoint", help="OpenAI-compatible base URL, e.g. "
@@ -41,14 +38,13 @@ def eval_(
     if ctx.invoked_subcommand is not None:
         return
     flags_used = any([models, endpoints, datasets, custom])
-    if config is not None or not flags_used:
+    if opts.config is not None or not flags_used:
         if flags_used:
             from internlm_chain.errors import ChainError, Problem
 
             raise ChainError(Problem("use either -c FILE or --model/--endpoint/--datasets/--custom, not both"))
-        stage_verb("eval", config, sets, dry_run, as_json, show_files)
+        stage_verb("eval", opts)
         return
-    from internlm_chain.chain.runner import run_chain
     from internlm_chain.config.loader import load_chain
     from internlm_chain.stages.eval.flags import chain_from_flags
 
@@ -56,16 +52,15 @@ def eval_(
         models=models or [], model_type=model_type, endpoints=endpoints or [], served_names=served_names or [],
         tokenizer=tokenizer, api_key_env=api_key_env, datasets=datasets, data_dir=data_dir, custom=custom or [], limit=limit,
         max_out_len=max_out_len, batch_size=batch_size, device=device, output=output or Path("runs/eval"),
-        python=python, dry_run=dry_run)
-    loaded = load_chain(chain_file, sets or [])
-    run_chain(loaded, only=["eval"], dry_run=dry_run, as_json=as_json, show_files=show_files, explicit=True)
+        python=python, dry_run=opts.dry_run)
+    run_stage(load_chain(chain_file, opts.sets), "eval", opts)
 
 
 @app.command("compare")
 def compare(
     run_a: Path = typer.Argument(..., help="A chain workdir (with manifest.json), an eval stage dir or a report.json."),
     run_b: Path = typer.Argument(..., help="The run to compare against RUN_A (deltas are B − A)."),
-    as_json: bool = JsonOpt,
+    as_json: Json = False,
 ) -> None:
     """Score deltas between two eval runs, per model × dataset × metric."""
     from internlm_chain.cli.output import out, print_json

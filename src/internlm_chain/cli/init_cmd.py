@@ -8,20 +8,24 @@ import typer
 
 
 def init(
-    directory: Path = typer.Argument(..., help="Where to write the chain file."),
+    directory: Path | None = typer.Argument(None, help="Where to write the chain file.", show_default=False),
     template: str = typer.Option("quickstart", "--template", "-t", help="Starter chain (see `--list`)."),
     list_: bool = typer.Option(False, "--list", help="List the starter chains and exit."),
 ) -> None:
     """Write a starter chain file (from the shipped examples) into DIR; never overwrites."""
     from internlm_chain.cli.output import info, out
     from internlm_chain.errors import ChainError, Problem
-    from internlm_chain.starters import available_templates, template_files, template_text
+    from internlm_chain.starters import available_templates, template_files, template_summary, template_text
 
     names = available_templates()
     if list_:
+        width = max(map(len, names), default=0)
         for name in names:
-            out.print(name, markup=False)
+            out.print(f"{name:<{width}}  {template_summary(name)}", markup=False)
         return
+    if directory is None:
+        raise ChainError(Problem("missing DIR: where to write the chain file", path="DIR",
+                                 hint="ichain init DIR [--template NAME]; `ichain init --list` shows the templates"))
     if template not in names:
         raise ChainError(Problem(f"no starter chain named '{template}'", path="--template",
                                  hint="choose one of: " + ", ".join(names)))

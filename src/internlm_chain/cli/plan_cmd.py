@@ -6,6 +6,8 @@ from pathlib import Path
 
 import typer
 
+from internlm_chain.cli.common import Json
+
 
 def plan(
     scenario: str = typer.Option(..., "--scenario", "-s", help="chat (use as is) | domain (adapt) | agent (act)."),
@@ -16,7 +18,7 @@ def plan(
     seq_len: int = typer.Option(2048, "--seq-len", help="Training sequence length."),
     model_path: str = typer.Option(None, "--model-path", help="Base model directory for the written chain."),
     output: Path = typer.Option(None, "-o", "--output", help="Write a ready chain file here (never overwrites)."),
-    as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
+    as_json: Json = False,
 ) -> None:
     """Plan a chain from model to application: which stages, which method, how much memory, which parallelism."""
     from internlm_chain.errors import ChainError, Problem

@@ -2,46 +2,38 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import typer
 
 from internlm_chain.cli.common import (
-    ConfigOpt,
-    DryRunOpt,
-    JsonOpt,
-    LauncherOpt,
-    NnodesOpt,
-    NprocOpt,
-    PartitionOpt,
-    QuietOpt,
-    SetOpt,
-    ShowFilesOpt,
+    ConfigFile,
+    DryRun,
+    Json,
+    Quiet,
+    Sets,
+    ShowFiles,
+    StageRun,
+    launch_options,
+    option_group,
     stage_verb,
 )
 
-ValidateOpt = typer.Option(False, "--validate", help="Render the InternEvo config and check it with InternEvo's "
-                                                     "loader and sanity rules for the world size; runs nothing.")
 
-
+@option_group("launch", launch_options)
 def pretrain(
-    config: Path = ConfigOpt,
-    sets: list[str] = SetOpt,
-    dry_run: bool = DryRunOpt,
-    validate: bool = ValidateOpt,
-    as_json: bool = JsonOpt,
-    show_files: bool = ShowFilesOpt,
-    quiet: bool = QuietOpt,
-    launcher: str = LauncherOpt,
-    nnodes: int = NnodesOpt,
-    nproc_per_node: int = NprocOpt,
-    partition: str = PartitionOpt,
+    config: ConfigFile = None,
+    sets: Sets = None,
+    dry_run: DryRun = False,
+    validate: bool = typer.Option(False, "--validate", help="Render the InternEvo config and check it with "
+                                  "InternEvo's loader and sanity rules for the world size; runs nothing."),
+    as_json: Json = False,
+    show_files: ShowFiles = False,
+    quiet: Quiet = False,
+    launch: dict = None,
 ) -> None:
     """Run the pretrain stage of a chain file (InternEvo; CPU: smoke mode on a tiny model)."""
-    flags = dict(launcher=launcher, nnodes=nnodes, nproc_per_node=nproc_per_node, partition=partition)
     if validate:
         from internlm_chain.stages.pretrain.check import validate_with_upstream
 
-        validate_with_upstream(config, sets or [], as_json=as_json, **flags)
+        validate_with_upstream(config, sets or [], as_json=as_json, **launch)
         return
-    stage_verb("pretrain", config, sets, dry_run, as_json, show_files, quiet=quiet, **flags)
+    stage_verb("pretrain", StageRun(config, sets or [], dry_run, as_json, show_files), quiet=quiet, launch=launch)

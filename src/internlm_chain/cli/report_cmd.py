@@ -6,13 +6,13 @@ from pathlib import Path
 
 import typer
 
-from internlm_chain.cli.common import SetOpt
+from internlm_chain.cli.common import Sets
 
 
 def report(
     file: Path = typer.Argument(..., help="Chain file."),
     output: Path = typer.Option(Path("report.html"), "-o", "--output", help="Where to write the HTML page."),
-    sets: list[str] = SetOpt,
+    sets: Sets = None,
 ) -> None:
     """Write one self-contained HTML page for the chain's run: stages, plots, metrics, artifacts."""
     from internlm_chain.chain.manifest import write_atomic

@@ -7,36 +7,32 @@ from pathlib import Path
 import typer
 
 from internlm_chain.cli.common import (
-    DryRunOpt,
-    JsonOpt,
-    LauncherOpt,
-    NnodesOpt,
-    NprocOpt,
-    PartitionOpt,
-    QuietOpt,
-    SetOpt,
-    ShowFilesOpt,
-    VerboseOpt,
+    DryRun,
+    Json,
+    Quiet,
+    Sets,
+    ShowFiles,
+    Verbose,
+    launch_options,
+    option_group,
 )
 
 
+@option_group("launch", launch_options)
 def run(
     file: Path = typer.Argument(None, help="Chain file.", show_default=False),
     config: Path = typer.Option(None, "-c", "--config", help="Chain file (same as the argument)."),
-    sets: list[str] = SetOpt,
+    sets: Sets = None,
     from_: str = typer.Option(None, "--from", help="Start at this stage."),
     to: str = typer.Option(None, "--to", help="Stop after this stage."),
     only: str = typer.Option(None, "--only", help="Comma-separated stages to run."),
     force: bool = typer.Option(False, "--force", help="Re-run selected stages even if up to date."),
-    dry_run: bool = DryRunOpt,
-    as_json: bool = JsonOpt,
-    show_files: bool = ShowFilesOpt,
-    quiet: bool = QuietOpt,
-    verbose: bool = VerboseOpt,
-    launcher: str = LauncherOpt,
-    nnodes: int = NnodesOpt,
-    nproc_per_node: int = NprocOpt,
-    partition: str = PartitionOpt,
+    dry_run: DryRun = False,
+    as_json: Json = False,
+    show_files: ShowFiles = False,
+    quiet: Quiet = False,
+    verbose: Verbose = False,
+    launch: dict = None,
 ) -> None:
     """Run the chain's stages in order; completed stages with unchanged inputs are skipped."""
     from internlm_chain.chain.runner import run_chain, select_stages
@@ -46,9 +42,8 @@ def run(
     path = require_config(file or config, "run")
     only_list = [s.strip() for s in only.split(",") if s.strip()] if only else None
     loaded = load_chain(path, sets or [])
-    if any(v is not None for v in (launcher, nnodes, nproc_per_node, partition)):
+    if any(v is not None for v in launch.values()):
         selected = select_stages(loaded, only_list, from_, to)
-        loaded = load_with_launch_flags(path, sets or [], selected, launcher=launcher, nnodes=nnodes,
-                                        nproc_per_node=nproc_per_node, partition=partition)
+        loaded = load_with_launch_flags(path, sets or [], selected, **launch)
     run_chain(loaded, only=only_list, from_=from_, to=to, force=force, dry_run=dry_run, as_json=as_json,
               show_files=show_files, quiet=quiet, verbose=verbose)

@@ -6,13 +6,13 @@ from pathlib import Path
 
 import typer
 
-from internlm_chain.cli.common import JsonOpt, SetOpt
+from internlm_chain.cli.common import Json, Sets
 
 
 def status(
     file: Path = typer.Argument(..., help="Chain file."),
-    sets: list[str] = SetOpt,
-    as_json: bool = JsonOpt,
+    sets: Sets = None,
+    as_json: Json = False,
 ) -> None:
     """Per stage: done / stale / failed / running / interrupted / pending, with the log of a failure."""
     from internlm_chain.chain.status import chain_status

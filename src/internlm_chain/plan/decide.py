@@ -17,6 +17,7 @@ from internlm_chain.plan.shapes import Shape
 SCENARIOS = ("chat", "domain", "agent")
 CONTINUED_PRETRAINING_TOKENS = 1e9
 USABLE_FRACTION = 0.92  # leave room the estimate does not see (kernels' workspaces, spikes)
+SERVE_WEIGHT_FRACTION = 0.66  # LMDeploy needs the weights plus a useful KV cache: keep a third of the card for it
 
 
 @dataclass
@@ -45,6 +46,8 @@ def choose_finetune(plan: Plan, seq_len: int, micro_batch: int) -> None:
     if plan.gpus == 1:
         # one GPU: offloading 12 bytes per parameter of optimizer state to the host is too slow to recommend
         tries = [("full", 0, False), ("lora", 0, False), ("qlora", 0, False)]
+    plan.reasons.append(f"usable per GPU: {USABLE_FRACTION:.0%} of {plan.gpu_mem_gib:g} GiB; the rest is headroom "
+                        "for what the estimate cannot see (kernel workspaces, allocator spikes)")
     for method, zero, offload in tries:
         est = training(plan.shape, method, plan.gpus, seq_len, micro_batch, zero, offload)
         fits = _fits(est, plan.gpu_mem_gib)
@@ -52,27 +55,32 @@ def choose_finetune(plan: Plan, seq_len: int, micro_batch: int) -> None:
         plan.candidates.append((label, est, fits))
         if fits and plan.method is None:
             plan.method, plan.zero, plan.offload = method, zero, offload
-            plan.reasons.append(f"{label}: {est.total / GIB:.1f} GiB per GPU fits in {plan.gpu_mem_gib:g} GiB")
+            plan.reasons.append(f"{label}: {est.total / GIB:.1f} GiB per GPU fits in {_usable(plan)}")
             break
-        plan.reasons.append(f"{label}: {est.total / GIB:.1f} GiB per GPU does not fit in {plan.gpu_mem_gib:g} GiB")
+        plan.reasons.append(f"{label}: {est.total / GIB:.1f} GiB per GPU does not fit in {_usable(plan)}")
+
+
+def _usable(plan: Plan) -> str:
+    return f"{plan.gpu_mem_gib * USABLE_FRACTION:.2f} GiB usable"
 
 
 def choose_serving(plan: Plan) -> None:
     tp = 1
     while tp <= plan.gpus:
         est = serving(plan.shape, tp)
-        # LMDeploy needs the weights plus a useful KV cache: keep a third of the card for it
-        if est.total <= plan.gpu_mem_gib * GIB * 0.66:
+        if est.total <= plan.gpu_mem_gib * GIB * SERVE_WEIGHT_FRACTION:
             plan.serve_tp = tp
             plan.reasons.append(f"serve bf16 with tensor parallel {tp}: {est.total / GIB:.1f} GiB weights+overhead per GPU")
             return
         tp *= 2
     plan.serve_quantized = True
     tp = 1
-    while tp <= plan.gpus and serving(plan.shape, tp, quantized=True).total > plan.gpu_mem_gib * GIB * 0.66:
+    while tp <= plan.gpus and serving(plan.shape, tp, quantized=True).total > plan.gpu_mem_gib * GIB * SERVE_WEIGHT_FRACTION:
         tp *= 2
     plan.serve_tp = min(tp, max(1, plan.gpus))
-    plan.reasons.append(f"bf16 weights do not fit on {plan.gpus} GPU(s): serve AWQ 4-bit with tensor parallel {plan.serve_tp}")
+    plan.reasons.append(
+        f"bf16 weights leave too little KV cache on {plan.gpus} GPU(s) (they may use at most "
+        f"{SERVE_WEIGHT_FRACTION:.0%} of each): serve AWQ 4-bit with tensor parallel {plan.serve_tp}")
 
 
 def recommend(scenario: str, shape: Shape, gpus: int, gpu_mem_gib: float, data_tokens: float | None = None,

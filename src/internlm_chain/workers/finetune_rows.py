@@ -63,10 +63,46 @@ def count_rows(files: list[Path]) -> int:
     return total
 
 
+def _messages_problem(messages: object, field: str, roles: tuple[str, ...]) -> tuple[str, str] | None:
+    if not isinstance(messages, list) or not messages:
+        return field, 'must be a non-empty list of {"role", "content"} messages'
+    for i, msg in enumerate(messages):
+        if not isinstance(msg, dict) or msg.get("role") not in roles:
+            got = msg.get("role") if isinstance(msg, dict) else None
+            return f"{field}[{i}].role", "role must be " + " or ".join(roles) + (f", not {got!r}" if got else "")
+        if not isinstance(msg.get("content"), str):
+            return f"{field}[{i}].content", "content must be a string"
+    return None
+
+
+def _preference_problem(row: dict) -> tuple[str, str] | None:
+    """XTuner's build_preference_dataset renders prompt, prompt+chosen and prompt+rejected with the
+    tokenizer's chat template and learns from what follows the prompt: so the prompt is a conversation
+    that ends with a user turn, and both replies are assistant turns that differ."""
+    for key in ("prompt", "chosen", "rejected"):
+        if key not in row:
+            return key, 'preference rows need "prompt", "chosen" and "rejected" (lists of messages); ' \
+                        f'"{key}" is missing'
+    bad = _messages_problem(row["prompt"], "prompt", ROLES)
+    if bad:
+        return bad
+    if row["prompt"][-1]["role"] != "user":
+        return f"prompt[{len(row['prompt']) - 1}].role", "the prompt must end with a user message"
+    for key in ("chosen", "rejected"):
+        bad = _messages_problem(row[key], key, ("assistant",))
+        if bad:
+            return bad
+    if row["chosen"] == row["rejected"]:
+        return "rejected", "is the same as chosen: the pair teaches nothing"
+    return None
+
+
 def _row_problem(row: object, kind: str) -> tuple[str, str] | None:
-    """(field, what is wrong) for one row of the given kind (openai | alpaca | text), or None."""
+    """(field, what is wrong) for one row of the given kind (openai | alpaca | text | preference), or None."""
     if not isinstance(row, dict):
         return "", f"each row must be a JSON object, not {type(row).__name__}"
+    if kind == "preference":
+        return _preference_problem(row)
     if kind == "text":
         if not isinstance(row.get("text"), str):
             return "text", 'continued pre-training rows need a string field "text"'
@@ -104,4 +140,6 @@ def first_problem(files: list[Path], kind: str, limit: int | None = ROWS_CHECKED
 
 
 def row_kind(mode: str, data_format: str) -> str:
+    if mode in ("dpo", "orpo", "reward"):
+        return "preference"
     return "text" if mode == "continue" else data_format

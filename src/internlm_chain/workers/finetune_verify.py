@@ -2,7 +2,13 @@
 tokens, and turn XTuner's scalars into loss.json + loss.png.
 
     python finetune_verify.py --model DIR [--adapter DIR] --template NAME --work-dir W --out DIR
-                              [--prompt TEXT ...] [--max-new-tokens N]
+                              [--prompt TEXT ...] [--max-new-tokens N] [--keep-template]
+    python finetune_verify.py --reward-model DIR --reward-token-id N --pairs FILE... --template NAME
+                              --work-dir W --out DIR --keep-template
+
+Preference modes were trained on the tokenizer's own chat template (XTuner renders pairs with it), so
+`--keep-template` keeps it and only records whether it formats like XTuner's template NAME. A reward model
+is not generated from: it is loaded and scores the first pairs of its data (chosen should score higher).
 
 Runs in the xtuner runtime (torch, transformers, xtuner; matplotlib when present).
 """
@@ -65,6 +71,24 @@ def xtuner_chat_template(name: str) -> str:
     )
 
 
+def template_matches(tokenizer, name: str) -> bool:
+    try:
+        return (tokenizer.apply_chat_template(SAMPLE, tokenize=False, add_generation_prompt=True)
+                == tokenizer.apply_chat_template(SAMPLE, tokenize=False, add_generation_prompt=True,
+                                                 chat_template=xtuner_chat_template(name)))
+    except Exception:  # a template that cannot render the sample does not match
+        return False
+
+
+def keep_chat_template(tokenizer, model_dir: Path, name: str) -> dict:
+    """The tokenizer's template, written with the tokenizer into model_dir (pth_to_hf saves the tokenizer
+    already; an adapter folder gets it here)."""
+    if not (model_dir / "tokenizer_config.json").is_file():
+        tokenizer.save_pretrained(model_dir)
+    return {"name": name, "kept_existing": True, "matches_xtuner_template": template_matches(tokenizer, name),
+            "chat_template": tokenizer.chat_template}
+
+
 def set_chat_template(tokenizer, model_dir: Path, name: str) -> dict:
     """Keep the tokenizer's own template when it formats like XTuner's (it may know more, e.g. tools);
     otherwise write XTuner's into tokenizer_config.json. Returns what was done."""
@@ -88,10 +112,21 @@ def set_chat_template(tokenizer, model_dir: Path, name: str) -> dict:
 
 
 # ---- loss curve ----------------------------------------------------------------------------------------
+SCALARS = ("reward_acc", "reward_margin", "chosen_rewards", "rejected_rewards", "nll_loss", "log_odds_ratio",
+           "acc", "chosen_score_mean", "rejected_score_mean")  # logged by XTuner's DPO / ORPO / RewardModel
+
+
 def read_losses(work_dir: Path) -> tuple[list[list[float]], list[str]]:
     """[[step, loss], ...] over every run in the work dir (a resumed run overrides the steps it redid),
     and the checkpoints training resumed from (from mmengine's logs)."""
+    points, resumed, _ = read_scalars(work_dir)
+    return points, resumed
+
+
+def read_scalars(work_dir: Path) -> tuple[list[list[float]], list[str], dict[str, list[list[float]]]]:
+    """read_losses, plus the other SCALARS a preference mode logs, as {name: [[step, value], ...]}."""
     by_step: dict[int, float] = {}
+    extra: dict[str, dict[int, float]] = {}
     resumed: list[str] = []
     for run in sorted(p for p in work_dir.iterdir() if p.is_dir() and re.fullmatch(r"\d{8}_\d{6}", p.name)):
         scalars = run / "vis_data" / "scalars.json"
@@ -103,13 +138,17 @@ def read_losses(work_dir: Path) -> tuple[list[list[float]], list[str]]:
                     continue  # a run killed mid-write leaves a torn last line
                 if "loss" in row and "step" in row:
                     by_step[int(row["step"])] = float(row["loss"])
+                    for key in SCALARS:
+                        if key in row:
+                            extra.setdefault(key, {})[int(row["step"])] = float(row[key])
         for log in glob.glob(str(run / "*.log")):
             with open(log, encoding="utf-8", errors="replace") as fh:
                 for line in fh:
                     m = re.search(r"Auto resumed from the latest checkpoint (\S+)\.\s*$", line)
                     if m and m.group(1) != "None":
                         resumed.append(m.group(1))
-    return [[s, by_step[s]] for s in sorted(by_step)], resumed
+    scalars = {k: [[s, v[s]] for s in sorted(v)] for k, v in extra.items()}
+    return [[s, by_step[s]] for s in sorted(by_step)], resumed, scalars
 
 
 def plot_png(points: list[list[float]], path: Path) -> str:
@@ -156,12 +195,15 @@ def _plain_png(points: list[list[float]], path: Path, w: int = 480, h: int = 280
 
 
 # ---- load and generate ---------------------------------------------------------------------------------
-def generate(model_dir: Path, adapter: Path | None, template: str, prompts: list[str], max_new: int) -> dict:
+def generate(model_dir: Path, adapter: Path | None, template: str, prompts: list[str], max_new: int,
+             keep_template: bool = False) -> dict:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(model_dir, trust_remote_code=True)
-    if adapter is None:
+    if keep_template:
+        template_info = keep_chat_template(tokenizer, adapter or model_dir, template)
+    elif adapter is None:
         template_info = set_chat_template(tokenizer, model_dir, template)
     else:  # never edit the base model: the adapter folder gets the tokenizer with the template
         tokenizer.save_pretrained(adapter)
@@ -193,9 +235,71 @@ def generate(model_dir: Path, adapter: Path | None, template: str, prompts: list
             "chat_template": {k: v for k, v in template_info.items() if k != "chat_template"}}
 
 
+# ---- reward model --------------------------------------------------------------------------------------
+PAIRS_SCORED = 16
+
+
+def _first_pairs(files: list[str], n: int) -> list[dict]:
+    pairs: list[dict] = []
+    for f in files:
+        with open(f, encoding="utf-8") as fh:
+            text = fh.read()
+        rows = json.loads(text) if f.endswith(".json") else [json.loads(x) for x in text.splitlines() if x.strip()]
+        pairs += rows[:n - len(pairs)]
+        if len(pairs) >= n:
+            break
+    return pairs
+
+
+def score_pairs(model_dir: Path, token_id: int, template: str, files: list[str]) -> dict:
+    """Load the converted reward model as Hugging Face sees it and score chosen vs rejected exactly as
+    XTuner trained it: the conversation in the tokenizer's template, the reward token appended, the value
+    head read at that last position."""
+    import torch
+    from transformers import AutoConfig, AutoModel, AutoModelForSequenceClassification, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(model_dir, trust_remote_code=True)
+    template_info = keep_chat_template(tokenizer, model_dir, template)
+    config = AutoConfig.from_pretrained(model_dir, trust_remote_code=True)
+    auto = AutoModel if "AutoModel" in (getattr(config, "auto_map", None) or {}) else \
+        AutoModelForSequenceClassification  # InternLM2ForRewardModel (remote code) / XxxForSequenceClassification
+    model = auto.from_pretrained(model_dir, torch_dtype=torch.float32, trust_remote_code=True).eval()
+    head = getattr(model, "v_head", None) or model.score
+    # record the token in the model's config: HF's classes do not know it, and a consumer must append it
+    cfg_path = model_dir / "config.json"
+    cfg = json.loads(cfg_path.read_text(encoding="utf-8"))
+    cfg["reward_token_id"] = token_id
+    cfg_path.write_text(json.dumps(cfg, indent=2) + "\n", encoding="utf-8")
+
+    def score(messages) -> float:
+        text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=False)
+        ids = tokenizer.encode(text, add_special_tokens=False) + [token_id]
+        with torch.no_grad():
+            hidden = model.model(input_ids=torch.tensor([ids]))[0]
+            return float(head(hidden[:, -1]).squeeze())
+
+    rows = []
+    for pair in _first_pairs(files, PAIRS_SCORED):
+        chosen, rejected = score(pair["prompt"] + pair["chosen"]), score(pair["prompt"] + pair["rejected"])
+        rows.append({"chosen": chosen, "rejected": rejected})
+    if not rows:
+        raise RuntimeError("no pairs to score")
+    check = {"pairs": len(rows), "accuracy": sum(r["chosen"] > r["rejected"] for r in rows) / len(rows),
+             "chosen_mean": sum(r["chosen"] for r in rows) / len(rows),
+             "rejected_mean": sum(r["rejected"] for r in rows) / len(rows),
+             "model_class": type(model).__name__}
+    return {"samples": [], "reward_check": check, "scores": rows,
+            "parameters": sum(p.numel() for p in model.parameters()),
+            "chat_template": {k: v for k, v in template_info.items() if k != "chat_template"}}
+
+
 def main() -> int:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--model", required=True)
+    ap.add_argument("--model")
+    ap.add_argument("--reward-model")
+    ap.add_argument("--reward-token-id", type=int)
+    ap.add_argument("--pairs", nargs="+", default=[])
+    ap.add_argument("--keep-template", action="store_true")
     ap.add_argument("--adapter")
     ap.add_argument("--template", required=True)
     ap.add_argument("--work-dir", required=True)
@@ -203,20 +307,26 @@ def main() -> int:
     ap.add_argument("--prompt", action="append", default=[])
     ap.add_argument("--max-new-tokens", type=int, default=8)
     args = ap.parse_args()
+    if not (args.model or args.reward_model) or (args.reward_model and args.reward_token_id is None):
+        ap.error("give --model, or --reward-model with --reward-token-id")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
 
-    points, resumed = read_losses(Path(args.work_dir))
+    points, resumed, scalars = read_scalars(Path(args.work_dir))
     if not points:
         print(f"ichain: no loss values in {args.work_dir}/*/vis_data/scalars.json", file=sys.stderr)
         return 1
-    (out / "loss.json").write_text(json.dumps({"points": points, "resumed_from": resumed}) + "\n",
-                                   encoding="utf-8")
+    (out / "loss.json").write_text(json.dumps({"points": points, "resumed_from": resumed, "scalars": scalars})
+                                   + "\n", encoding="utf-8")
     how = plot_png(points, out / "loss.png")
     print(f"ichain: loss curve with {len(points)} points ({how}) -> {out / 'loss.png'}", flush=True)
 
-    result = generate(Path(args.model), Path(args.adapter) if args.adapter else None, args.template,
-                      args.prompt or ["Hello"], args.max_new_tokens)
+    if args.reward_model:
+        result = score_pairs(Path(args.reward_model), args.reward_token_id, args.template, args.pairs)
+        print(f"ichain: reward model check: {json.dumps(result['reward_check'])}", flush=True)
+    else:
+        result = generate(Path(args.model), Path(args.adapter) if args.adapter else None, args.template,
+                          args.prompt or ["Hello"], args.max_new_tokens, keep_template=args.keep_template)
     for s in result["samples"]:
         print(f"ichain: {s['prompt']!r} -> {s['text']!r}", flush=True)
     tmp = out / "verify.json.tmp"

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from internlm_chain.stages.deploy.settings import DeploySettings
+from internlm_chain.workers import deploy_keyed, deploy_quantize
 
 # XTuner's prompt-template names (the chain's `model.chat_template`) → LMDeploy's chat-template names
 LMDEPLOY_TEMPLATES = {
@@ -22,6 +23,8 @@ LMDEPLOY_TEMPLATES = {
 }
 
 LOOPBACK = {"127.0.0.1", "localhost", "::1"}
+KEYED_WORKER = Path(deploy_keyed.__file__)
+QUANTIZE_WORKER = Path(deploy_quantize.__file__)
 
 
 @dataclass(frozen=True)
@@ -37,6 +40,12 @@ class Resolved:
     chat_template: str
     services_dir: Path
     python: tuple[str, ...]  # the serving runtime's interpreter argv
+    adapter: str | None = None  # a LoRA adapter LMDeploy applies on top of `model` (pytorch engine)
+
+    @property
+    def engine_name(self) -> str:
+        """The name LMDeploy gives the model itself: with an adapter, clients' name is the adapter's."""
+        return f"{self.served_name}-base" if self.adapter else self.served_name
 
     @property
     def url(self) -> str:
@@ -53,17 +62,22 @@ def _url_host(host: str) -> str:
     return f"[{host}]" if ":" in host else host
 
 
-def key_placeholder(settings: DeploySettings) -> list[str]:
-    """`--api-keys $VAR`: the supervisor substitutes the variable's value at start; no file holds it."""
-    return ["--api-keys", "$" + settings.api_key_env] if settings.api_key_env else []
+def lmdeploy_argv(r: Resolved, args: list[str]) -> list[str]:
+    """`python -m lmdeploy ARGS`, or — with an API key — the wrapper that hands LMDeploy the key(s) from
+    the environment in-process, so they appear in no file and in no process's argv (workers/deploy_keyed.py)."""
+    if r.settings.api_key_env:
+        return [*r.python, str(KEYED_WORKER), "--key-env", r.settings.api_key_env, "--", *args]
+    return [*r.python, "-m", "lmdeploy", *args]
 
 
 def api_server_argv(r: Resolved, *, host: str, port: int, proxy_url: str | None = None) -> list[str]:
     s = r.settings
-    argv = [*r.python, "-m", "lmdeploy", "serve", "api_server", r.model]
+    argv = ["serve", "api_server", r.model]
     if r.backend:
         argv += ["--backend", r.backend]
-    argv += ["--tp", str(s.tp), "--server-name", host, "--server-port", str(port), "--model-name", r.served_name]
+    argv += ["--tp", str(s.tp), "--server-name", host, "--server-port", str(port), "--model-name", r.engine_name]
+    if r.adapter:
+        argv += ["--adapters", f"{r.served_name}={r.adapter}"]
     if s.session_len:
         argv += ["--session-len", str(s.session_len)]
     argv += ["--cache-max-entry-count", _num(s.cache_max_entry_count), "--quant-policy", str(s.quant_policy)]
@@ -75,17 +89,16 @@ def api_server_argv(r: Resolved, *, host: str, port: int, proxy_url: str | None 
     template = LMDEPLOY_TEMPLATES.get(r.chat_template)
     if template:
         argv += ["--chat-template", template]
-    argv += key_placeholder(s)
     if proxy_url:
         argv += ["--proxy-url", proxy_url]
-    return argv + list(s.extra_args)
+    return lmdeploy_argv(r, argv + list(s.extra_args))
 
 
 def proxy_argv(r: Resolved) -> list[str]:
     p = r.settings.proxy
     host = "0.0.0.0" if p.nodes > 1 and p.host in LOOPBACK else p.host
-    return [*r.python, "-m", "lmdeploy", "serve", "proxy", "--server-name", host, "--server-port", str(p.port),
-            "--routing-strategy", p.routing_strategy, *key_placeholder(r.settings)]
+    return lmdeploy_argv(r, ["serve", "proxy", "--server-name", host, "--server-port", str(p.port),
+                             "--routing-strategy", p.routing_strategy])
 
 
 def standin_argv(r: Resolved) -> list[str]:
@@ -98,15 +111,21 @@ def standin_argv(r: Resolved) -> list[str]:
     return argv
 
 
-def quantize_argv(r: Resolved, model: str, work_dir: str) -> list[str]:
+def quantize_argv(python: list[str], r: Resolved, model: str, out: str, key: str) -> list[str]:
+    """The quantise-once worker around `lmdeploy lite`: it writes into a scratch folder (`@WORK@`) and
+    publishes `out` complete, with a marker for `key`, or not at all."""
+    return [*python, str(QUANTIZE_WORKER), "--out", out, "--key", key, "--", *lite_args(r, model, deploy_quantize.WORK)]
+
+
+def lite_args(r: Resolved, model: str, work_dir: str) -> list[str]:
     q = r.settings.quantize
     if q.method == "awq":
-        argv = [*r.python, "-m", "lmdeploy", "lite", "auto_awq", model, "--work-dir", work_dir,
+        argv = ["-m", "lmdeploy", "lite", "auto_awq", model, "--work-dir", work_dir,
                 "--calib-dataset", q.calib_dataset, "--calib-samples", str(q.calib_samples),
                 "--calib-seqlen", str(q.calib_seqlen), "--w-bits", str(q.w_bits),
                 "--w-group-size", str(q.w_group_size)]
     else:
-        argv = [*r.python, "-m", "lmdeploy", "lite", "smooth_quant", model, "--work-dir", work_dir,
+        argv = ["-m", "lmdeploy", "lite", "smooth_quant", model, "--work-dir", work_dir,
                 "--calib-dataset", q.calib_dataset, "--calib-samples", str(q.calib_samples),
                 "--calib-seqlen", str(q.calib_seqlen)]
     if r.settings.dtype != "auto":

@@ -46,6 +46,10 @@ class DeploySettings(StageSettings):
 
     model: str | None = Field(
         None, description="Model directory. Default: finetune's merged model, else pretrain's, else model.path.")
+    adapter: str | None = Field(
+        None, description="A LoRA adapter (PEFT directory) served on top of `model` by LMDeploy's pytorch engine "
+                          "(`--adapters`; GPU). Default: finetune's adapter when finetune ran with merge: false. "
+                          "Clients reach it under `served_name`; the base model answers as `<served_name>-base`.")
     backend: Backend = Field(
         "auto", description="auto: turbomind on a GPU, the transformers stand-in on CPU. turbomind/pytorch "
                             "need a GPU; transformers: `transformers serve` (CPU stand-in).")
@@ -87,6 +91,9 @@ class DeploySettings(StageSettings):
 
     @model_validator(mode="after")
     def _consistent(self) -> DeploySettings:
+        if self.adapter and self.quantize.enabled:
+            raise ValueError("quantize needs a whole model, and `adapter` serves a LoRA adapter on top of one; "
+                             "merge the adapter first (finetune merge: true) or drop one of them")
         if self.quantize.enabled and self.model_format == "gptq":
             raise ValueError("quantize.enabled produces AWQ/SmoothQuant weights; drop model_format: gptq")
         return self

@@ -1,8 +1,15 @@
 """The `deploy` stage: serve the chain's model with LMDeploy (or the CPU stand-in) in the background.
 
-Its one serving Job runs workers/deploy_serve.py, which starts the server detached, waits until it
-answers /health and lists the served model, and exits; the server keeps running. `collect` turns the
+Its serving Job runs workers/deploy_serve.py, which starts the server detached, waits until it answers
+/health and lists the served model, and exits; the server keeps running. `collect` turns the
 supervisor's state file into an `Endpoint`; `is_current` re-runs the stage when the server is gone.
+
+Quantisation (GPU) is content-addressed: the quantised model lives in
+`<workdir>/.cache/quantized/<method>-<key>`, where the key hashes everything that decides its weights
+(the model's fingerprint, the quantize settings and dtype, the calibration data, the LMDeploy lock), and
+workers/deploy_quantize.py publishes that folder only complete, with a marker. So when a server dies and
+the stage runs again, the plan finds the verified model and holds only the serve Job; a quantisation
+killed midway left no such folder and is redone.
 """
 
 from __future__ import annotations
@@ -13,13 +20,14 @@ import socket
 from pathlib import Path
 
 from internlm_chain.chain.artifacts import Artifact, Endpoint, QuantizedModel
-from internlm_chain.chain.fingerprint import stable_hash
+from internlm_chain.chain.fingerprint import path_signature, stable_hash
 from internlm_chain.chain.job import Job, Resources
 from internlm_chain.errors import Problem, StageFailed
 from internlm_chain.procs import pid_alive
 from internlm_chain.stages.base import JobResult, Stage, StageContext
 from internlm_chain.stages.deploy import render, service
 from internlm_chain.stages.deploy.render import LOOPBACK, Resolved
+from internlm_chain.workers import deploy_quantize
 
 WORKERS = Path(__file__).resolve().parents[2] / "workers"
 SERVE_WORKER = WORKERS / "deploy_serve.py"
@@ -29,6 +37,8 @@ CALIB_DIRS = {  # LMDeploy's calibration set → the Hugging Face cache folder t
     "c4": "datasets--allenai--c4",
     "ptb": "datasets--ptb_text_only",
 }
+MERGE_HINT = ("set stages.finetune.merge: true (the merged model is served), or serve on a GPU host, where "
+              "LMDeploy's pytorch engine applies the adapter")
 STANDIN_NOTE = ("no GPU: serving with the CPU stand-in (`transformers serve`, same OpenAI API; "
                 "LMDeploy-only settings such as tp, quant_policy and cache_max_entry_count do not apply)")
 
@@ -56,13 +66,27 @@ class DeployStage(Stage):
         if s.model:
             p = Path(os.path.expanduser(s.model))
             return str(p if p.is_absolute() else (ctx.chain.base_dir / p).resolve()), "model"
-        for key in ("finetune.model", "pretrain.model"):
-            if key in ctx.inputs:
-                return ctx.inputs[key].path, key
+        if "finetune.model" in ctx.inputs:
+            return ctx.inputs["finetune.model"].path, "finetune.model"
+        adapter = ctx.inputs.get("finetune.adapter")
+        if adapter is not None and adapter.base_model:  # merge: false — the adapter's own base model
+            return adapter.base_model, "finetune.adapter"
+        if "pretrain.model" in ctx.inputs:
+            return ctx.inputs["pretrain.model"].path, "pretrain.model"
         path = ctx.chain.config.model.path
         if path:
             p = Path(os.path.expanduser(path))
             return str(p if p.is_absolute() else (ctx.chain.base_dir / p).resolve()), "model.path"
+        return None, ""
+
+    def adapter_source(self, ctx: StageContext) -> tuple[str | None, str]:
+        """The LoRA adapter served on top of the model (if any) and where it came from."""
+        s = ctx.settings
+        if s.adapter:
+            p = Path(os.path.expanduser(s.adapter))
+            return str(p if p.is_absolute() else (ctx.chain.base_dir / p).resolve()), "adapter"
+        if not s.model and self.model_source(ctx)[1] == "finetune.adapter":
+            return ctx.inputs["finetune.adapter"].path, "finetune.adapter"
         return None, ""
 
     def engine(self, ctx: StageContext) -> str:
@@ -78,8 +102,33 @@ class DeployStage(Stage):
     def serving_runtime(self, ctx: StageContext) -> str:
         return "serve-cpu" if self.engine(ctx) == "transformers" else "lmdeploy"
 
-    def quantized_dir(self, ctx: StageContext, base: Path | None = None) -> Path:
-        return (base or ctx.out_dir) / "quantized"
+    # ---- quantisation: content-addressed, so a server restart never quantises again -----------------
+    def quantize_key(self, ctx: StageContext) -> str:
+        """Everything that decides the quantised weights — and nothing about serving."""
+        from internlm_chain.runtimes.resolve import lock_hash
+
+        s = ctx.settings
+        q = s.quantize
+        model, source = self.model_source(ctx)
+        art = ctx.inputs.get(source)
+        model_id = art.fingerprint if art is not None and art.fingerprint else _signature(model)
+        calib = {}
+        if q.calib_data:
+            root = Path(os.path.expanduser(q.calib_data))
+            if root.is_dir():
+                calib = {str(d.relative_to(root)): _signature(str(d))
+                         for d in sorted(root.glob(f"**/{CALIB_DIRS[q.calib_dataset]}"))}
+        return stable_hash({"model": model_id, "dtype": s.dtype, "calib": calib,
+                            "quantize": q.model_dump(mode="json", exclude={"enabled", "calib_data"}),
+                            "lmdeploy": lock_hash(ctx.chain, self.name, "lmdeploy", ctx.device)})[:20]
+
+    def quantized_dir(self, ctx: StageContext) -> Path:
+        """Where this quantisation lives: outside the stage's own folder, which every run replaces."""
+        q = ctx.settings.quantize
+        return ctx.chain.workdir / ".cache" / "quantized" / f"{q.method}-{self.quantize_key(ctx)}"
+
+    def quantized_ready(self, ctx: StageContext) -> bool:
+        return deploy_quantize.is_complete(str(self.quantized_dir(ctx)), self.quantize_key(ctx))
 
     def resolve(self, ctx: StageContext) -> Resolved:
         s = ctx.settings
@@ -91,9 +140,12 @@ class DeployStage(Stage):
             model = str(self.quantized_dir(ctx))
             fmt = fmt or ("awq" if s.quantize.method == "awq" else "hf")
         fmt = fmt or _model_dir_format(model) or "hf"
+        adapter, _ = self.adapter_source(ctx)
         backend = s.backend if s.backend in ("turbomind", "pytorch") else None
         if s.quantize.enabled and s.quantize.method == "smooth_quant":
             backend = "pytorch"  # W8A8 weights run on the PyTorch engine only
+        if adapter and engine == "lmdeploy":
+            backend = "pytorch"  # LoRA adapters: the PyTorch engine only
         if engine == "transformers":
             served = model  # the stand-in only answers to the path it was started with
         else:
@@ -101,7 +153,7 @@ class DeployStage(Stage):
         return Resolved(settings=s, model=model, engine=engine, backend=backend, model_format=fmt,
                         served_name=served, chat_template=s.chat_template or ctx.chain.config.model.chat_template,
                         services_dir=service.services_dir(ctx.chain.workdir),
-                        python=tuple(ctx.python(self.serving_runtime(ctx))))
+                        python=tuple(ctx.python(self.serving_runtime(ctx))), adapter=adapter)
 
     def mode(self, ctx: StageContext) -> str:
         """Services under Slurm must stay in the job (its end kills them); locally they detach."""
@@ -122,7 +174,11 @@ class DeployStage(Stage):
         if ctx.device == "cpu" and s.quantize.enabled:
             problems.append(ctx.problem("quantize.enabled", "LMDeploy's quantisation (lmdeploy lite) needs a GPU",
                                         "quantise on a GPU host, then serve the result here"))
+        elif s.quantize.enabled and engine == "transformers":
+            problems.append(ctx.problem("backend", "the quantised model is served by LMDeploy, not by the "
+                                        "transformers stand-in", "use backend: auto, turbomind or pytorch"))
         problems += self._validate_model(ctx)
+        problems += self._validate_adapter(ctx)
         problems += self._validate_quantize(ctx)
         if s.quantize.enabled and s.quantize.method == "smooth_quant" and s.backend == "turbomind":
             problems.append(ctx.problem("backend", "SmoothQuant (W8A8) weights run on the pytorch engine only",
@@ -146,7 +202,7 @@ class DeployStage(Stage):
         s = ctx.settings
         model, source = self.model_source(ctx)
         missing = self._enabled_needs(ctx)
-        if not s.model and missing and source not in ("finetune.model", "pretrain.model"):
+        if not s.model and missing and source not in ("finetune.model", "finetune.adapter", "pretrain.model"):
             return [ctx.problem("model", f"needs `{missing[-1]}.outputs.model`, which does not exist yet",
                                 f"run `ichain run {ctx.chain.path.name} --only {missing[-1]}` first, "
                                 "or set stages.deploy.model")]
@@ -172,7 +228,35 @@ class DeployStage(Stage):
 
     def _enabled_needs(self, ctx: StageContext) -> list[str]:
         enabled = set(ctx.chain.config.enabled_stages())
-        return [n for n in self.needs if n in enabled and f"{n}.model" not in ctx.inputs]
+        return [n for n in self.needs if n in enabled and f"{n}.model" not in ctx.inputs
+                and f"{n}.adapter" not in ctx.inputs]
+
+    def _validate_adapter(self, ctx: StageContext) -> list[Problem]:
+        s = ctx.settings
+        adapter, source = self.adapter_source(ctx)
+        if adapter is None:
+            return []
+        from_finetune = source == "finetune.adapter"
+        where = (lambda msg, hint: ctx.chain.problem("stages.finetune.merge", msg, hint)) if from_finetune else \
+            (lambda msg, hint: ctx.problem("adapter", msg, hint))
+        what = "finetune keeps only a LoRA adapter (merge: false)" if from_finetune else "`adapter` is a LoRA adapter"
+        if self.engine(ctx) == "transformers":
+            hint = MERGE_HINT if from_finetune else "merge it into the model (xtuner merge), or serve on a GPU host"
+            return [where(f"{what}, and the CPU stand-in (`transformers serve`) serves whole models only", hint)]
+        if s.backend == "turbomind":
+            return [ctx.problem("backend", f"{what}, and LMDeploy's turbomind engine does not apply adapters",
+                                "use backend: pytorch or auto" + (", or set stages.finetune.merge: true"
+                                                                  if from_finetune else ""))]
+        if s.quantize.enabled:
+            return [where(f"{what}; quantize needs a whole model",
+                          "set stages.finetune.merge: true" if from_finetune else "merge the adapter first")]
+        p = Path(adapter)
+        if from_finetune and any(a.path == adapter for a in ctx.inputs.values()) and not p.exists():
+            return []  # finetune will write it in this run
+        if not (p / "adapter_config.json").is_file():
+            return [where(f"{p} is not a PEFT adapter (no adapter_config.json)",
+                          "point it at the folder XTuner's pth_to_hf wrote (adapter_config.json + weights)")]
+        return []
 
     def _validate_quantize(self, ctx: StageContext) -> list[Problem]:
         q = ctx.settings.quantize
@@ -222,12 +306,15 @@ class DeployStage(Stage):
 
     # ---- plan (pure) ---------------------------------------------------------------------------------
     def quantize_job(self, ctx: StageContext, out: Path) -> Job:
+        """Quantise into `out`, which appears only complete (marked with the inputs' key) or not at all."""
         r = self.resolve(ctx)
         model, _ = self.model_source(ctx)
-        return Job(stage=self.name, name="quantize", argv=render.quantize_argv(r, model or "", str(out)),
+        argv = render.quantize_argv(ctx.python("lmdeploy"), r, model or "", str(out), self.quantize_key(ctx))
+        return Job(stage=self.name, name="quantize", argv=argv,
                    cwd=str(ctx.out_dir), env=render.quantize_env(r), runtime="lmdeploy",
                    resources=Resources(gpus_per_node=1), expected_outputs=[str(out / "config.json")],
-                   description=f"{ctx.settings.quantize.method} quantisation with lmdeploy lite")
+                   description=f"{ctx.settings.quantize.method} quantisation with lmdeploy lite (published "
+                               "complete or not at all; reused while model, settings and calibration are unchanged)")
 
     def serve_job(self, ctx: StageContext, mode: str | None = None) -> Job:
         r = self.resolve(ctx)
@@ -243,6 +330,8 @@ class DeployStage(Stage):
         gpus = 0 if r.engine == "transformers" else s.tp * per_node
         commands = " ; ".join(svc["display"] for svc in spec["services"])
         note = f"{STANDIN_NOTE}: " if r.engine == "transformers" and s.backend == "auto" else ""
+        if s.quantize.enabled and self.quantized_ready(ctx):
+            note += f"reusing the verified quantised model {r.model}: "
         extra = {"slurm_launch": "srun"} if "slurm_launch" in Job.model_fields else {}
         return Job(stage=self.name, name="serve", argv=[*r.python, str(SERVE_WORKER), str(spec_path)],
                    cwd=str(r.services_dir), files={str(spec_path): json.dumps(spec, indent=2) + "\n"},
@@ -251,15 +340,19 @@ class DeployStage(Stage):
 
     def plan(self, ctx: StageContext) -> list[Job]:
         jobs = []
-        if ctx.settings.quantize.enabled:
+        # a verified quantisation for these exact inputs is reused: a restart only starts the server
+        if ctx.settings.quantize.enabled and not self.quantized_ready(ctx):
             jobs.append(self.quantize_job(ctx, self.quantized_dir(ctx)))
         jobs.append(self.serve_job(ctx))
         return jobs
 
     # ---- outputs ---------------------------------------------------------------------------------------
     def endpoint(self, ctx: StageContext, r: Resolved, url: str, meta: dict) -> Endpoint:
-        fp = stable_hash({"url": url, "served_name": r.served_name, "model": r.model, "engine": r.engine,
-                          "backend": r.backend, "format": r.model_format})
+        ident = {"url": url, "served_name": r.served_name, "model": r.model, "engine": r.engine,
+                 "backend": r.backend, "format": r.model_format}
+        if r.adapter:
+            ident["adapter"] = r.adapter
+        fp = stable_hash(ident)
         return Endpoint(path=url, served_name=r.served_name, chat_template=r.chat_template,
                         api_key_env=ctx.settings.api_key_env, fingerprint="sha256:" + fp, meta=meta)
 
@@ -267,17 +360,19 @@ class DeployStage(Stage):
         r = self.resolve(ctx)
         outputs: dict[str, Artifact] = {"endpoint": self.endpoint(ctx, r, r.url, {"engine": r.engine})}
         if ctx.settings.quantize.enabled:
-            outputs["quantized"] = self._quantized(ctx, self.quantized_dir(ctx, final_dir))
+            outputs["quantized"] = self._quantized(ctx, self.quantized_dir(ctx))
         return outputs
 
-    def _quantized(self, ctx: StageContext, path: Path) -> QuantizedModel:
+    def _quantized(self, ctx: StageContext, path: Path, fingerprint: str = "") -> QuantizedModel:
         method = ctx.settings.quantize.method
         return QuantizedModel(path=str(path), model_format="awq" if method == "awq" else "smooth_quant",
-                              chat_template=self.resolve(ctx).chat_template,
-                              meta={"method": method, "w_bits": ctx.settings.quantize.w_bits})
+                              chat_template=self.resolve(ctx).chat_template, fingerprint=fingerprint,
+                              meta={"method": method, "w_bits": ctx.settings.quantize.w_bits,
+                                    "key": self.quantize_key(ctx)})
 
     def collect(self, ctx: StageContext, results: list[JobResult]) -> dict[str, Artifact]:
         r = self.resolve(ctx)
+        quantized = self._collect_quantized(ctx, results) if ctx.settings.quantize.enabled else None
         state_path = r.services_dir / "state.json"
         state = service.read_state(state_path)
         log = results[-1].log if results else None
@@ -293,12 +388,20 @@ class DeployStage(Stage):
                 "state": str(state_path), "logs": [s["log"] for s in state.get("services", [])],
                 "pids": [s["pid"] for s in state.get("services", [])]}
         outputs: dict[str, Artifact] = {"endpoint": self.endpoint(ctx, r, state["endpoint"], meta)}
-        if ctx.settings.quantize.enabled:
-            q = self.quantized_dir(ctx)
-            if not (q / "config.json").is_file():
-                raise StageFailed(Problem(f"quantisation wrote no model to {q}", hint=f"log: {results[0].log}"))
-            outputs["quantized"] = self._quantized(ctx, q)
+        if r.adapter:
+            meta["adapter"] = r.adapter
+        if quantized is not None:
+            outputs["quantized"] = quantized
         return outputs
+
+    def _collect_quantized(self, ctx: StageContext, results: list[JobResult]) -> QuantizedModel:
+        q = self.quantized_dir(ctx)
+        marker = deploy_quantize.read_marker(str(q))
+        if not self.quantized_ready(ctx) or marker is None:
+            log = next((x.log for x in results if x.job.name == "quantize"), None)
+            raise StageFailed(Problem(f"no complete quantised model in {q}", hint=f"log: {log}"))
+        # its content hash, taken once when it was written: hashing GBs on every restart is waste
+        return self._quantized(ctx, q, fingerprint=marker.get("content", ""))
 
     def is_current(self, ctx: StageContext, record) -> bool:
         """Up to date only while the recorded server still runs and answers."""
@@ -307,6 +410,16 @@ class DeployStage(Stage):
             return False
         st = service.status(service.services_dir(ctx.chain.workdir), ctx.settings.api_key_env)
         return st.state == "up" and st.endpoint == ep.path
+
+
+def _signature(path: str | None) -> str:
+    """A user model folder's identity (names, sizes, mtimes; see chain.fingerprint.path_signature)."""
+    if not path:
+        return ""
+    try:
+        return path_signature(Path(path))
+    except OSError:
+        return "missing:" + path
 
 
 def port_free(host: str, port: int) -> bool:

@@ -3,6 +3,11 @@
 The config imports OpenCompass classes by name (mmengine resolves them inside the runtime), pulls
 built-in dataset lists through `read_base()`, and builds custom datasets inline, so the file is
 complete and readable on its own: `opencompass CFG` in the runtime reproduces the run.
+
+Each built-in config is read through a small module of its own, beside the config: `read_base()` merges
+star-imports into one namespace, and two configs of one family (gsm8k_gen and gsm8k_gen_17d0dc) define
+the same variable names, so the second would silently replace the first. Their datasets also share
+abbrs (both say `gsm8k`); the config renames a shared abbr to `<abbr>@<config>` so results stay apart.
 """
 
 from __future__ import annotations
@@ -146,13 +151,32 @@ def datasets_per_task(settings, plan: EvalPlan) -> int:
     return max(1, len(plan.datasets)) if settings.runner.kind == "local" else 1
 
 
+def builtin_modules(plan: EvalPlan) -> dict[str, str]:
+    """{file name beside the config: text}: one module per built-in config, exporting its datasets as
+    `builtin_<i>_datasets` (whatever names the config itself uses)."""
+    files = {}
+    for i, d in enumerate(d for d in plan.datasets if d.kind == "builtin"):
+        files[f"opencompass_builtin_{i}.py"] = "\n".join([
+            f"# Built-in OpenCompass dataset config `{d.abbr}` ({d.module}), rendered by internlm-chain.",
+            "from mmengine.config import read_base",
+            "",
+            "with read_base():",
+            f"    from {d.module} import *  # noqa: F401,F403",
+            "",
+            "# every `*_datasets` list the config defines",
+            f"builtin_{i}_datasets = sum((v for k, v in sorted(locals().items()) if k.endswith('_datasets')), [])",
+            ""])
+    return files
+
+
 def render_config(settings, plan: EvalPlan, chain_name: str) -> str:
     max_out = settings.max_out_len
     out = [_header().format(chain=chain_name).rstrip("\n"), ""]
     builtins = [d for d in plan.datasets if d.kind == "builtin"]
     if builtins:
-        out.append("with read_base():")
-        out += [f"    from {d.module} import *  # noqa: F401,F403" for d in builtins]
+        out.append("with read_base():  # one module per built-in config (see those files)")
+        out += [f"    from .opencompass_builtin_{i} import builtin_{i}_datasets  # {d.abbr}"
+                for i, d in enumerate(builtins)]
         out.append("")
     out.append("# ---- models ----")
     out.append("models = [")
@@ -163,16 +187,25 @@ def render_config(settings, plan: EvalPlan, chain_name: str) -> str:
     out.append("# ---- datasets ----")
     names = []
     if builtins:
-        # every `*_datasets` list the built-in configs defined (one family per config, checked before)
-        out.append("_builtin = sum((v for k, v in sorted(locals().items()) if k.endswith('_datasets')), [])")
-        out.append("for _d in _builtin:")
+        groups = ", ".join(f"({d.abbr!r}, builtin_{i}_datasets)" for i, d in enumerate(builtins))
+        customs = [d.abbr for d in plan.datasets if d.kind == "custom"]
+        out.append(f"_configs = [{groups}]")
+        out.append("# a dataset abbr that two configs (or a custom file) share becomes '<abbr>@<config>'")
+        out.append(f"_owners = {{a: {{''}} for a in {customs!r}}}")
+        out.append("for _name, _group in _configs:")
+        out.append("    for _d in _group:")
+        out.append("        _owners.setdefault(_d['abbr'], set()).add(_name)")
+        out.append("_builtin = []")
+        out.append("for _name, _group in _configs:")
+        out.append("    for _d in _group:")
+        out.append("        if len(_owners[_d['abbr']]) > 1:")
+        out.append("            _d['abbr'] = _d['abbr'] + '@' + _name")
         if settings.limit:
-            out.append(f"    _d['reader_cfg']['test_range'] = '[0:{settings.limit}]'")
+            out.append(f"        _d['reader_cfg']['test_range'] = '[0:{settings.limit}]'")
         if max_out:
-            out.append("    if 'max_out_len' in _d['infer_cfg']['inferencer']:")
-            out.append(f"        _d['infer_cfg']['inferencer']['max_out_len'] = {max_out}")
-        if not settings.limit and not max_out:
-            out.append("    pass")
+            out.append("        if 'max_out_len' in _d['infer_cfg']['inferencer']:")
+            out.append(f"            _d['infer_cfg']['inferencer']['max_out_len'] = {max_out}")
+        out.append("        _builtin.append(_d)")
         out.append("")
     for d in plan.datasets:
         if d.kind == "custom":

@@ -79,7 +79,8 @@ def builtin_module(name: str) -> tuple[str, str, str]:
         family, cfg = name.split("/", 1)
     else:
         cfg = name
-        m = re.match(r"^(.+?)_(gen|ppl|clp|ll|llmjudge)(_|$)", name)
+        # the directory is the part before the mode, or before a shot count (gsm8k_0shot_gen_a58960 → gsm8k)
+        m = re.match(r"^(.+?)_(?:\d+shot|gen|ppl|clp|ll|llmjudge)(_|$)", name)
         family = m.group(1) if m else name
     mode = "ppl" if re.search(r"(^|_)ppl(_|$)", cfg) else "gen"
     return f"opencompass.configs.datasets.{family}.{cfg}", family, mode
@@ -163,8 +164,10 @@ def resolve(ctx: StageContext, problems: list[Problem] | None = None) -> EvalPla
         ft, ft_adapter = ctx.inputs.get("finetune.model"), ctx.inputs.get("finetune.adapter")
         if ft is not None:
             entries.append((ft.path, "finetune.model", "finetuned", None))
-        elif ft_adapter is not None and chain.model.path:  # LoRA without a merged model: base + adapter
-            entries.append((chain.model.path, "finetune.adapter", "finetuned", ft_adapter))
+        elif ft_adapter is not None and (ft_adapter.base_model or chain.model.path):
+            # LoRA without a merged model: the adapter on the base it was trained on (finetune's own
+            # `model` or pretrain's output may differ from the chain's model.path)
+            entries.append((ft_adapter.base_model or chain.model.path, "finetune.adapter", "finetuned", ft_adapter))
         for path, source, default_abbr, adapter in entries:
             full = _abs(ctx, path)
             fp_path = adapter.path if adapter is not None else path
@@ -202,14 +205,14 @@ def resolve(ctx: StageContext, problems: list[Problem] | None = None) -> EvalPla
 
     datasets: list[ResolvedDataset] = []
     dtaken: set[str] = set()
-    families: dict[str, str] = {}
+    modules: dict[str, str] = {}
     for i, name in enumerate(s.datasets):
         module, family, mode = builtin_module(name)
-        if family in families:
-            problems.append(ctx.problem(f"datasets.{i}", f"'{name}' and '{families[family]}' are both '{family}' "
-                                        "configs; their dataset lists would overwrite each other",
-                                        "evaluate one config per dataset family in a run"))
-        families[family] = name
+        if module in modules:
+            problems.append(ctx.problem(f"datasets.{i}", f"'{name}' is listed twice (as '{modules[module]}')",
+                                        "list each config once"))
+            continue
+        modules[module] = name
         datasets.append(ResolvedDataset(abbr=_unique(name.split("/")[-1], dtaken), kind="builtin", mode=mode,
                                         module=module, family=family, source=f"datasets.{i}"))
     for i, c in enumerate(s.custom):

@@ -18,7 +18,7 @@ from internlm_chain.chain.artifacts import Artifact, EvalReport
 from internlm_chain.chain.job import Job, Resources
 from internlm_chain.errors import Problem, StageFailed
 from internlm_chain.stages.base import JobResult, Stage, StageContext
-from internlm_chain.stages.eval.render import builtin_access, chat_templates, render_config
+from internlm_chain.stages.eval.render import builtin_access, builtin_modules, chat_templates, render_config
 from internlm_chain.stages.eval.report import collect_scores, latest_run, render_table
 from internlm_chain.stages.eval.resolve import KNOWN_BUILTIN_FILES, EvalPlan, resolve
 
@@ -151,7 +151,9 @@ class EvalStage(Stage):
         gpus = max([m.num_gpus for m in plan.models] or [0])
         common = dict(stage=self.name, cwd=str(p["scratch"]), env=env, runtime=self.runtime)
         preflight = Job(name="preflight", argv=[*py, str(WORKERS / "eval_preflight.py"), str(p["config"])],
-                        files={str(p["config"]): config, str(p["plan"]): json.dumps(plan_doc, indent=2) + "\n"},
+                        files={str(p["config"]): config,
+                               **{str(p["config"].parent / n): t for n, t in builtin_modules(plan).items()},
+                               str(p["plan"]): json.dumps(plan_doc, indent=2) + "\n"},
                         description="check datasets are local and endpoints answer", **common)
         # `-r latest` resumes an interrupted run (finished predictions are kept). Only in our own work dir:
         # the runner wipes it when the configuration changes, a user's work_dir may hold other runs.

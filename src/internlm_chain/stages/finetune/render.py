@@ -29,6 +29,8 @@ class ConfigSpec:
     replay_files: tuple[str, ...] = ()
     data_rows: int = 0  # rows in data_files (decides how many replay rows make up `replay.ratio`)
     replay_rows: int = 0
+    reference_model: str | None = None  # dpo: absolute path of an explicit reference model
+    reward_token_id: int | None = None  # reward: resolved token id
 
     @property
     def map_num_proc(self) -> int:
@@ -104,10 +106,36 @@ def _dataset_dict(var: str, files_var: str, map_fn: str, sft: bool, max_rows: in
     )
 
 
+def _preference_dataset(spec: ConfigSpec, imports: _Imports) -> str:
+    s = spec.settings
+    reward = s.mode == "reward"
+    imports.add("xtuner.dataset.preference_dataset", "build_preference_dataset")
+    # Pairs are rendered with the tokenizer's own chat template (XTuner's tokenize()), each of chosen and
+    # rejected cut at max_length; unpacked, so a batch holds whole pairs padded to the longest.
+    return (
+        "train_dataset = dict(\n"
+        "    type=build_preference_dataset,\n"
+        "    dataset=dict(type=load_dataset, path=\"json\", data_files=data_files),\n"
+        "    tokenizer=tokenizer,\n"
+        "    max_length=max_length,\n"
+        "    dataset_map_fn=None,\n"
+        f"    is_dpo={not reward},\n"
+        f"    is_reward={reward},\n"
+        f"    reward_token_id={'reward_token_id' if reward else -1},\n"
+        "    num_proc=map_num_proc,\n"
+        "    use_varlen_attn=use_varlen_attn,\n"
+        "    shuffle_before_pack=True,\n"
+        ")\n"
+    )
+
+
 def _dataset_block(spec: ConfigSpec, imports: _Imports) -> str:
     s = spec.settings
+    if s.preference_mode:
+        return f"data_files = {_q(list(spec.data_files))}\n" + _preference_dataset(spec, imports)
     sft = s.mode == "sft"
     map_fn = _map_fn(s)
+    imports.add("xtuner.dataset", "process_hf_dataset")
     imports.add("xtuner.dataset.map_fns", map_fn)
     if sft:
         imports.add("xtuner.dataset.map_fns", "template_map_fn_factory")
@@ -133,6 +161,40 @@ def _dataset_block(spec: ConfigSpec, imports: _Imports) -> str:
     return text + f"train_dataset = dict(type=ConcatDataset, datasets=[{', '.join(parts)}])\n"
 
 
+MODEL_CLASSES = {"sft": ("xtuner.model", "SupervisedFinetune"), "continue": ("xtuner.model", "SupervisedFinetune"),
+                 "dpo": ("xtuner.model.dpo", "DPO"), "orpo": ("xtuner.model.orpo", "ORPO"),
+                 "reward": ("xtuner.model.reward", "RewardModel")}
+
+
+def _mode_lines(spec: ConfigSpec) -> list[str]:
+    """The model's own arguments in a preference mode (their values sit in PART 1)."""
+    mode = spec.settings.mode
+    if mode == "dpo":
+        return ["    loss_type=dpo_loss_type,", "    beta=loss_beta,", "    label_smoothing=label_smoothing,"]
+    if mode == "orpo":
+        return ["    beta=loss_beta,"]
+    if mode == "reward":
+        return ["    loss_type=reward_loss_type,", "    penalty_type=penalty_type,",
+                "    penalty_weight=penalty_weight,", "    reward_token_id=reward_token_id,"]
+    return []
+
+
+def _reference_lines(spec: ConfigSpec, gpu: bool) -> list[str]:
+    """DPO's frozen reference as its own model config. Without one XTuner uses the base weights with the
+    adapter off (LoRA) or a deep copy of the policy (full), which ZeRO-3 cannot do, so full + ZeRO-3 gets
+    the base model loaded a second time."""
+    s = spec.settings
+    zero3 = bool(s.deepspeed and s.deepspeed.startswith("zero3"))
+    if s.mode != "dpo" or not (spec.reference_model or (s.method == "full" and zero3)):
+        return []
+    path = "reference_model_name_or_path" if spec.reference_model else "pretrained_model_name_or_path"
+    lines = ["    ref_llm=dict(", "        type=AutoModelForCausalLM.from_pretrained,",
+             f"        pretrained_model_name_or_path={path},", "        trust_remote_code=True,"]
+    if gpu:
+        lines.append("        torch_dtype=torch.bfloat16,")
+    return lines + ["    ),"]
+
+
 def _model_block(spec: ConfigSpec, imports: _Imports) -> str:
     s = spec.settings
     gpu = spec.device == "cuda"
@@ -141,8 +203,10 @@ def _model_block(spec: ConfigSpec, imports: _Imports) -> str:
         "        pretrained_model_name_or_path=pretrained_model_name_or_path,",
         "        trust_remote_code=True,",
     ]
-    if gpu and s.adapter_method:
+    reference = _reference_lines(spec, gpu)
+    if gpu and (s.adapter_method or reference):
         imports.add("torch", "*module*")
+    if gpu and s.adapter_method:
         llm.append("        torch_dtype=torch.bfloat16,")
     if s.method == "qlora":
         imports.add("transformers", "BitsAndBytesConfig")
@@ -158,8 +222,10 @@ def _model_block(spec: ConfigSpec, imports: _Imports) -> str:
             "            bnb_4bit_quant_type=\"nf4\",",
             "        ),",
         ]
-    lines = ["model = dict(", "    type=SupervisedFinetune,", "    use_varlen_attn=use_varlen_attn,",
-             "    llm=dict(", *llm, "    ),"]
+    module, cls = MODEL_CLASSES[s.mode]
+    imports.add(module, cls)
+    lines = ["model = dict(", f"    type={cls},", "    use_varlen_attn=use_varlen_attn,", *_mode_lines(spec),
+             "    llm=dict(", *llm, "    ),", *reference]
     if s.adapter_method:
         imports.add("peft", "LoraConfig")
         lora = s.lora
@@ -232,7 +298,7 @@ def _hooks(spec: ConfigSpec, imports: _Imports) -> str:
     hooks = "    dict(type=DatasetInfoHook, tokenizer=tokenizer),\n"
     if s.evaluation_prompts:
         imports.add("xtuner.engine.hooks", "EvaluateChatHook")
-        template = "\n        prompt_template=prompt_template," if s.mode == "sft" else ""
+        template = "\n        prompt_template=prompt_template," if s.mode in ("sft", "dpo", "orpo") else ""
         hooks += (
             "    dict(\n"
             "        type=EvaluateChatHook,\n"
@@ -253,9 +319,7 @@ def _base_imports(imports: _Imports) -> None:
                 "ParamSchedulerHook")
     imports.add("torch.optim", "AdamW")
     imports.add("transformers", "AutoModelForCausalLM", "AutoTokenizer")
-    imports.add("xtuner.dataset", "process_hf_dataset")
-    imports.add("xtuner.dataset.collate_fns", "default_collate_fn")
-    imports.add("xtuner.model", "SupervisedFinetune")
+
 
 
 def _prelude(spec: ConfigSpec) -> str:
@@ -269,10 +333,38 @@ def _prelude(spec: ConfigSpec) -> str:
 
 
 def _template_line(spec: ConfigSpec, imports: _Imports) -> str:
-    if spec.settings.mode != "sft":
+    if spec.settings.mode == "reward":
+        return f"None  # a reward model generates nothing (chat template of the model: {spec.template})"
+    if spec.settings.mode not in ("sft", "dpo", "orpo"):
         return f"None  # continued pre-training on plain text (chat template of the model: {spec.template})"
     imports.add("xtuner.utils", "PROMPT_TEMPLATE")
     return f"PROMPT_TEMPLATE.{spec.template}"
+
+
+def _collate(spec: ConfigSpec, imports: _Imports) -> str:
+    if spec.settings.preference_mode:
+        imports.add("xtuner.dataset.collate_fns.preference_collate_fn", "preference_collate_fn")
+        return "preference_collate_fn"
+    imports.add("xtuner.dataset.collate_fns", "default_collate_fn")
+    return "default_collate_fn"
+
+
+def _mode_settings(spec: ConfigSpec) -> str:
+    """PART 1 lines of a preference mode: the loss and, for DPO, the reference model."""
+    s, p = spec.settings, spec.settings.preference
+    if s.mode == "dpo":
+        ref = ("reference_model_name_or_path = " + _q(spec.reference_model)) if spec.reference_model else (
+            "# reference: " + ("the base weights with the LoRA adapter switched off" if s.adapter_method
+                               else "a frozen copy of the base model"))
+        return (f"\n# DPO\ndpo_loss_type = {_q(p.loss_type)}\nloss_beta = {_q(p.beta)}\n"
+                f"label_smoothing = {_q(p.label_smoothing)}\n{ref}\n")
+    if s.mode == "orpo":
+        return f"\n# ORPO: loss = NLL(chosen) - loss_beta * log-sigmoid(log odds ratio)\nloss_beta = {_q(p.beta)}\n"
+    if s.mode == "reward":
+        return (f"\n# Reward model: the score is read at reward_token_id, appended to every conversation\n"
+                f"reward_token_id = {spec.reward_token_id}\nreward_loss_type = {_q(p.reward_loss)}\n"
+                f"penalty_type = {_q(p.penalty)}\npenalty_weight = {_q(p.penalty_weight)}\n")
+    return ""
 
 
 def _summary(spec: ConfigSpec) -> str:
@@ -300,7 +392,10 @@ def render_config(spec: ConfigSpec) -> str:
     optim_block = _optim_block(spec, imports)
     length, schedule_block = _schedule(spec, imports)
     custom_hooks = _hooks(spec, imports)
+    collate_fn = _collate(spec, imports)
     return Template(_template_text()).substitute(
+        mode_settings=_mode_settings(spec),
+        collate_fn=collate_fn,
         xtuner_version=XTUNER_VERSION,
         summary=_summary(spec),
         imports=imports.render(),
@@ -308,7 +403,7 @@ def render_config(spec: ConfigSpec) -> str:
         model_path=_q(spec.model),
         prompt_template=prompt_template,
         max_length=s.max_length,
-        pack_to_max_length=s.pack_to_max_length,
+        pack_to_max_length=s.packed,
         batch_size=s.batch_size,
         accumulative_counts=s.accumulative_counts,
         dataloader_workers=s.dataloader_workers,
@@ -336,18 +431,25 @@ def render_config(spec: ConfigSpec) -> str:
 
 def render_check_config(spec: ConfigSpec, source: str) -> str:
     """A config holding one data source (`data` or `replay`) for `xtuner.tools.check_custom_dataset`,
-    which inspects `train_dataloader.dataset.dataset` and so cannot look inside a ConcatDataset."""
+    which inspects `train_dataloader.dataset.dataset` and so cannot look inside a ConcatDataset (preference
+    data: for finetune_pairs.py, which builds the same preference dataset as training)."""
     s = spec.settings
     files = spec.data_files if source == "data" else spec.replay_files
     imports = _Imports()
     imports.add("datasets", "load_dataset")
     imports.add("transformers", "AutoTokenizer")
-    imports.add("xtuner.dataset", "process_hf_dataset")
     prompt_template = _template_line(spec, imports)
-    map_fn = _map_fn(s)
-    imports.add("xtuner.dataset.map_fns", map_fn)
-    if s.mode == "sft":
-        imports.add("xtuner.dataset.map_fns", "template_map_fn_factory")
+    if s.preference_mode:
+        dataset = _preference_dataset(spec, imports)
+        mode_settings = f"reward_token_id = {spec.reward_token_id}\n" if s.mode == "reward" else ""
+    else:
+        imports.add("xtuner.dataset", "process_hf_dataset")
+        map_fn = _map_fn(s)
+        imports.add("xtuner.dataset.map_fns", map_fn)
+        if s.mode == "sft":
+            imports.add("xtuner.dataset.map_fns", "template_map_fn_factory")
+        dataset = _dataset_dict("train_dataset", "data_files", map_fn, s.mode == "sft")
+        mode_settings = ""
     return (
         f"# Dataset check for the finetune stage's {source} ({_summary(spec)}); rendered by internlm-chain.\n"
         f"{imports.render()}\n{_prelude(spec)}\n"
@@ -355,8 +457,9 @@ def render_check_config(spec: ConfigSpec, source: str) -> str:
         "use_varlen_attn = False\n"
         f"prompt_template = {prompt_template}\n"
         f"max_length = {s.max_length}\n"
-        f"pack_to_max_length = {s.pack_to_max_length}\n"
+        f"pack_to_max_length = {s.packed}\n"
         f"map_num_proc = {spec.map_num_proc}\n"
+        f"{mode_settings}"
         f"data_files = {_q(list(files))}\n\n"
         "tokenizer = dict(\n"
         "    type=AutoTokenizer.from_pretrained,\n"
@@ -364,6 +467,6 @@ def render_check_config(spec: ConfigSpec, source: str) -> str:
         "    trust_remote_code=True,\n"
         "    padding_side=\"right\",\n"
         ")\n\n"
-        + _dataset_dict("train_dataset", "data_files", map_fn, s.mode == "sft")
+        + dataset
         + "\ntrain_dataloader = dict(dataset=train_dataset)\n"
     )

@@ -1,4 +1,5 @@
-"""`stages.finetune`: XTuner fine-tuning (SFT or continued pre-training; full, LoRA or QLoRA)."""
+"""`stages.finetune`: XTuner fine-tuning (SFT, continued pre-training, DPO, ORPO or a reward model; full,
+LoRA or QLoRA)."""
 
 from __future__ import annotations
 
@@ -18,6 +19,10 @@ XTUNER_TEMPLATES = (
 )
 
 DeepSpeed = Literal["zero1", "zero2", "zero3", "zero2_offload", "zero3_offload"]
+PREFERENCE_MODES = ("dpo", "orpo", "reward")
+DPO_LOSSES = ("sigmoid", "hinge", "ipo", "kto_pair", "sppo_hard", "nca_pair", "robust")  # xtuner/model/dpo.py
+# Reward-token ids XTuner's own reward configs use: a reserved token the chats never contain.
+DEFAULT_REWARD_TOKENS = {"internlm2": 92527}  # [UNUSED_TOKEN_130]
 
 
 class LoraSettings(StrictModel):
@@ -35,8 +40,30 @@ class ReplaySettings(StrictModel):
     ratio: float = Field(0.1, gt=0.0, lt=1.0, description="Share of the training rows drawn from `data`.")
 
 
+class PreferenceSettings(StrictModel):
+    """Settings of the preference modes (dpo, orpo, reward); each field says which mode reads it."""
+
+    beta: float = Field(0.1, gt=0.0, description="dpo: strength of the pull towards the reference model (β); "
+                                                 "orpo: weight of the odds-ratio term (λ).")
+    loss_type: Literal["sigmoid", "hinge", "ipo", "kto_pair", "sppo_hard", "nca_pair", "robust"] = Field(
+        "sigmoid", description="dpo: loss variant (sigmoid = the DPO paper's).")
+    label_smoothing: float = Field(0.0, ge=0.0, lt=0.5, description="dpo: conservative-DPO label smoothing "
+                                                                     "(loss_type sigmoid or robust).")
+    reference_model: str | None = Field(
+        None, description="dpo: frozen reference model directory. Default: the base model itself (LoRA: the "
+                          "base weights with the adapter switched off; full: a frozen copy).")
+    reward_token_id: int | None = Field(
+        None, ge=0, description="reward: id of the token appended to every conversation whose score is read "
+                                "(a token the chats never use). Default: 92527 for InternLM2, else required.")
+    reward_loss: Literal["ranking", "focal"] = Field(
+        "focal", description="reward: ranking (Bradley-Terry) or focal ranking loss (InternLM2 paper).")
+    penalty: Literal["log_barrier", "L2", "none"] = Field(
+        "log_barrier", description="reward: penalty keeping scores in range.")
+    penalty_weight: float = Field(0.01, ge=0.0, description="reward: weight of the penalty.")
+
+
 class FinetuneSettings(StageSettings):
-    OUTPUTS: ClassVar[tuple[str, ...]] = ("checkpoint", "adapter", "model")
+    OUTPUTS: ClassVar[tuple[str, ...]] = ("checkpoint", "adapter", "model", "reward_model")
 
     model: str | None = Field(
         None, description="Base HF model directory. Default: the pretrain stage's model when that stage is "
@@ -45,14 +72,18 @@ class FinetuneSettings(StageSettings):
         None, description="Training data: a .jsonl/.json file or a folder of them. Default: the data stage's "
                           "`sft` output (mode sft) or `xtuner` output (mode continue).")
     method: Literal["full", "lora", "qlora"] = Field("lora", description="Which weights train.")
-    mode: Literal["sft", "continue"] = Field(
+    mode: Literal["sft", "continue", "dpo", "orpo", "reward"] = Field(
         "sft", description="sft: conversations (OpenAI messages or alpaca rows); continue: continued "
-                           'pre-training on {"text": ...} rows.')
+                           'pre-training on {"text": ...} rows; dpo / orpo: preference training and reward: '
+                           'a reward model, all three on {"prompt", "chosen", "rejected"} rows (see '
+                           "docs/finetune.md).")
     template: str | None = Field(None, description="XTuner prompt template name; default: chain model.chat_template.")
     data_format: Literal["openai", "alpaca"] = Field("openai", description="Row format for mode sft.")
     system: str = Field("", description="System prompt used by the evaluation hook.")
     max_length: int = Field(2048, ge=16, description="Tokens per training sequence.")
-    pack_to_max_length: bool = Field(True, description="Pack several samples into each sequence.")
+    pack_to_max_length: bool | None = Field(
+        None, description="Pack several samples into each sequence (default: true for sft/continue; "
+                          "preference pairs are never packed, see docs/finetune.md).")
     batch_size: int = Field(1, ge=1, description="Sequences per device per step.")
     accumulative_counts: int = Field(1, ge=1, description="Gradient accumulation steps.")
     lr: float = Field(2e-4, gt=0.0, description="Peak learning rate.")
@@ -72,6 +103,8 @@ class FinetuneSettings(StageSettings):
     evaluation_interval: int = Field(500, ge=1, description="Run the evaluation prompts every N iterations.")
     evaluation_max_new_tokens: int = Field(600, ge=1, description="Tokens generated per evaluation prompt.")
     replay: ReplaySettings | None = Field(None, description="Mix earlier data into continued pre-training.")
+    preference: PreferenceSettings = Field(default_factory=PreferenceSettings,
+                                           description="Settings of modes dpo, orpo and reward.")
     merge: bool | None = Field(None, description="Merge the adapter into the base model (default: true for "
                                                  "lora/qlora).")
     dataloader_workers: int = Field(0, ge=0, description="DataLoader worker processes.")
@@ -93,7 +126,46 @@ class FinetuneSettings(StageSettings):
             raise ValueError("merge applies to lora/qlora only (full fine-tuning already yields a whole model)")
         if self.replay is not None and self.mode != "continue":
             raise ValueError("replay mixes earlier pre-training text and needs mode: continue")
+        self._check_preference()
         return self
+
+    def _check_preference(self) -> None:
+        mode, given = self.mode, self.preference.model_fields_set
+        readers = {"beta": ("dpo", "orpo"), "loss_type": ("dpo",), "label_smoothing": ("dpo",),
+                   "reference_model": ("dpo",), "reward_token_id": ("reward",), "reward_loss": ("reward",),
+                   "penalty": ("reward",), "penalty_weight": ("reward",)}
+        for name in sorted(given):
+            if mode not in readers[name]:
+                raise ValueError(f"preference.{name} is read by mode {' / '.join(readers[name])} only "
+                                 f"(this is mode {mode})")
+        if mode not in PREFERENCE_MODES:
+            return
+        # Pairs are packed only with XTuner's varlen attention, which needs flash-attn (not in the runtimes).
+        if self.pack_to_max_length:
+            raise ValueError(f"mode {mode} trains on whole preference pairs: packing them needs varlen "
+                             "attention (flash-attn), which the xtuner runtime does not ship; remove "
+                             "pack_to_max_length")
+        if self.data_format != "openai":
+            raise ValueError(f'mode {mode} reads {{"prompt", "chosen", "rejected"}} rows; data_format applies '
+                             "to mode sft only")
+        if self.preference.label_smoothing and self.preference.loss_type not in ("sigmoid", "robust"):
+            raise ValueError("preference.label_smoothing applies to loss_type sigmoid or robust only")
+        if mode == "reward":
+            if self.method != "full":
+                # XTuner 0.2.0's RewardModel.state_dict keeps only the LoRA weights when LoRA is on, so the
+                # value head never reaches the checkpoint and the converted model scores every reply 0.
+                raise ValueError("mode reward needs method: full (XTuner 0.2.0 drops the reward head from "
+                                 "LoRA checkpoints)")
+            if self.evaluation_prompts:
+                raise ValueError("evaluation_prompts: a reward model scores replies, it does not generate them")
+
+    @property
+    def preference_mode(self) -> bool:
+        return self.mode in PREFERENCE_MODES
+
+    @property
+    def packed(self) -> bool:
+        return self.pack_to_max_length if self.pack_to_max_length is not None else not self.preference_mode
 
     @property
     def adapter_method(self) -> bool:
@@ -101,4 +173,4 @@ class FinetuneSettings(StageSettings):
 
     @property
     def do_merge(self) -> bool:
-        return self.adapter_method and self.merge is not False
+        return self.adapter_method and self.merge is not False and self.mode != "reward"

@@ -1,4 +1,5 @@
-"""The finetune stage: XTuner SFT / continued pre-training with full, LoRA or QLoRA weights.
+"""The finetune stage: XTuner SFT / continued pre-training / DPO / ORPO / reward model, with full, LoRA or
+QLoRA weights.
 
 Jobs (all in the staging dir, so a re-run with the same settings finds XTuner's checkpoints there):
 check-data [check-replay] → train → convert (pth_to_hf) → [merge] → verify.
@@ -9,10 +10,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from internlm_chain.chain.artifacts import Adapter, Artifact, HFModel, XTunerCheckpoint
+from internlm_chain.chain.artifacts import Adapter, Artifact, HFModel, RewardModel, XTunerCheckpoint
 from internlm_chain.chain.job import Job, Resources
 from internlm_chain.errors import Problem, StageFailed
 from internlm_chain.stages.base import JobResult, Stage, StageContext
+from internlm_chain.stages.finetune import preference
 from internlm_chain.stages.finetune.render import (
     ConfigSpec,
     render_check_config,
@@ -48,7 +50,8 @@ class Sources:
             self.model, self.model_field = _abs(ctx, ctx.chain.config.model.path), "<chain>model.path"
         self.model_checkable = self.model is not None and str(self.model) not in produced
 
-        key = "data.sft" if s.mode == "sft" else "data.xtuner"
+        # the data stage writes conversations and text, not preference pairs: those come from `data`
+        key = {"sft": "data.sft", "continue": "data.xtuner"}.get(s.mode, "")
         self.data: Path | None = None
         self.data_field = "data"
         if s.data:
@@ -58,6 +61,8 @@ class Sources:
         self.data_checkable = self.data is not None and str(self.data) not in produced
         self.replay = _abs(ctx, s.replay.data) if s.replay else None
         self.template = s.template or ctx.chain.config.model.chat_template
+        ref = s.preference.reference_model
+        self.reference = _abs(ctx, ref) if ref else None
 
 
 class FinetuneStage(Stage):
@@ -90,7 +95,10 @@ class FinetuneStage(Stage):
         elif src.model_checkable:
             problems += self._check_model(src, s, problem)
 
-        if src.data is None:
+        if src.data is None and s.preference_mode:
+            problem("data", f"mode {s.mode} needs preference pairs", 'set stages.finetune.data to a JSONL of '
+                    '{"prompt", "chosen", "rejected"} rows (docs/finetune.md)')
+        elif src.data is None:
             want = "sft" if s.mode == "sft" else "xtuner"
             problem("data", "no training data", f"set stages.finetune.data, or add a data stage (its `{want}` "
                     "output is used)")
@@ -98,6 +106,9 @@ class FinetuneStage(Stage):
             self._check_data(src.data, src.data_field, rows.row_kind(s.mode, s.data_format), s, problem)
         if src.replay is not None:
             self._check_data(src.replay, "replay.data", "text", s, problem)
+        if s.preference_mode:
+            preference.validate(ctx, src, problem)
+        problems += preference.downstream_problems(ctx)
         return problems
 
     @staticmethod
@@ -137,6 +148,8 @@ class FinetuneStage(Stage):
         bad = rows.first_problem(files, kind)
         if bad:
             what = {"text": 'continued pre-training wants {"text": ...} rows',
+                    "preference": f'mode {s.mode} wants {{"prompt": [messages ending with a user turn], '
+                                  '"chosen": [assistant messages], "rejected": [assistant messages]} rows',
                     "openai": 'sft with data_format openai wants {"messages": [{"role", "content"}...]} rows',
                     "alpaca": 'sft with data_format alpaca wants {"instruction", "input", "output"} rows'}[kind]
             problem(field, bad, what)
@@ -153,6 +166,8 @@ class FinetuneStage(Stage):
             data_files=tuple(str(f) for f in data_files), replay_files=tuple(str(f) for f in replay_files),
             data_rows=rows.count_rows([f for f in data_files if f and f.exists()]) if s.replay else 0,
             replay_rows=rows.count_rows([f for f in replay_files if f.exists()]) if s.replay else 0,
+            reference_model=str(src.reference) if src.reference else None,
+            reward_token_id=preference.reward_token_id(s, src.model) if s.mode == "reward" else None,
         )
 
     def _launcher(self, ctx: StageContext):
@@ -217,13 +232,14 @@ class FinetuneStage(Stage):
             resources=Resources(nodes=launcher.nnodes, gpus_per_node=launcher.nproc_per_node if gpu else 0),
             expected_outputs=[str(work / "last_checkpoint")], **extra))
 
-        hf_dir = out / ("adapter" if s.adapter_method else "model")
+        reward = s.mode == "reward"
+        hf_dir = out / ("reward_model" if reward else "adapter" if s.adapter_method else "model")
         convert = [*py, str(WORKERS / "finetune_convert.py"), str(work), str(cfg), str(hf_dir),
                    "--safe-serialization"]
         if not gpu:
             convert.append("--fp32")  # trained in fp32 on CPU: keep it
-        jobs.append(job("convert", convert,
-                        "pth_to_hf: last checkpoint → " + ("PEFT adapter" if s.adapter_method else "HF model"),
+        what = "reward model" if reward else "PEFT adapter" if s.adapter_method else "HF model"
+        jobs.append(job("convert", convert, "pth_to_hf: last checkpoint → " + what,
                         expected_outputs=[str(hf_dir)]))
         model_dir = out / "model"
         if s.do_merge:
@@ -233,14 +249,23 @@ class FinetuneStage(Stage):
                 "merge the adapter into the base model", expected_outputs=[str(model_dir)]))
         verify = [*py, str(WORKERS / "finetune_verify.py"), "--template", spec.template, "--work-dir", str(work),
                   "--out", str(out), "--max-new-tokens", str(s.verify_max_new_tokens)]
-        if s.adapter_method and not s.do_merge:
+        if s.preference_mode:
+            # trained on the tokenizer's own chat template (XTuner renders pairs with it): keep that one
+            verify += ["--keep-template"]
+        if reward:
+            verify += ["--reward-model", str(hf_dir), "--reward-token-id", str(spec.reward_token_id),
+                       "--pairs", *spec.data_files]
+        elif s.adapter_method and not s.do_merge:
             verify += ["--model", spec.model, "--adapter", str(out / "adapter")]
         else:
             verify += ["--model", str(model_dir)]
         for prompt in s.evaluation_prompts[:3]:
             verify += ["--prompt", prompt]
-        jobs.append(job("verify", verify, "load the result, generate a few tokens, set its chat template, "
-                        "plot the loss", expected_outputs=[str(out / "verify.json"), str(out / "loss.png")]))
+        what = ("load the reward model, score pairs from the data" if reward else
+                "load the result, generate a few tokens, " + ("keep the tokenizer's chat template"
+                                                              if s.preference_mode else "set its chat template"))
+        jobs.append(job("verify", verify, what + ", plot the loss",
+                        expected_outputs=[str(out / "verify.json"), str(out / "loss.png")]))
         return jobs
 
     # ---- outputs -------------------------------------------------------------------------------------
@@ -251,6 +276,12 @@ class FinetuneStage(Stage):
         arts: dict[str, Artifact] = {
             "checkpoint": XTunerCheckpoint(path=str(checkpoint), chat_template=src.template,
                                            meta={**meta, "config": str(root / "xtuner_config.py")})}
+        if s.mode == "reward":
+            arts["reward_model"] = RewardModel(
+                path=str(root / "reward_model"), chat_template=src.template,
+                meta={**meta, "base_model": str(src.model),
+                      "reward_token_id": preference.reward_token_id(s, src.model)})
+            return arts
         if s.adapter_method:
             arts["adapter"] = Adapter(path=str(root / "adapter"), base_model=str(src.model),
                                       chat_template=src.template, meta=meta)
@@ -296,6 +327,10 @@ class FinetuneStage(Stage):
             adapter = Path(arts["adapter"].path)
             if not (adapter / "adapter_config.json").is_file() or not list(adapter.glob("adapter_model.*")):
                 raise fail(f"pth_to_hf wrote no PEFT adapter in {adapter}", "convert")
+        if "reward_model" in arts:
+            model = Path(arts["reward_model"].path)
+            if not (model / "config.json").is_file() or not list(model.glob("*.safetensors")):
+                raise fail(f"pth_to_hf wrote no reward model in {model}", "convert")
         if "model" in arts:
             model = Path(arts["model"].path)
             if not (model / "config.json").is_file() or not list(model.glob("*.safetensors")):
@@ -317,8 +352,13 @@ class FinetuneStage(Stage):
             "loss_curve": points[::step] if points[-1] in points[::step] else [*points[::step], points[-1]],
             "resumed_from": [Path(p).name for p in losses.get("resumed_from", [])],
             "samples": [{"prompt": x["prompt"], "text": x["text"]} for x in verify.get("samples", [])],
-            "chat_template": {"name": template.get("name"), "kept_existing": template.get("kept_existing")},
+            "chat_template": {k: template[k] for k in ("name", "kept_existing", "matches_xtuner_template")
+                              if k in template},
         })
+        if ctx.settings.preference_mode:
+            ctx.metrics.update(preference.metrics(losses, verify))
+            if not preference.finite(ctx.metrics):
+                raise fail(f"training diverged: non-finite loss or reward ({ctx.metrics['final_loss']})", "train")
         return arts
 
 

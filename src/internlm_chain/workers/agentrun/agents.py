@@ -6,18 +6,22 @@ executor expects a name, lets `ast.literal_eval` reject JSON's true/false/null w
 ValueError, and hands the finish command's argument mapping to FinishAction, which wants the text.
 InternLM2 protocol: a tool call that is not JSON with `name` and `parameters` makes Lagent skip the turn
 silently (or raise KeyError); we turn it into an observation the model sees.
+ReWOO: the planner's `Plan:` lines are the thoughts behind its tool calls, but Lagent hands the executor only
+name and input; our protocol passes the parsed plan to the recorder, which pairs it with the calls in order.
 """
 
 from __future__ import annotations
 
 import ast
 import json
+import re
 from typing import Any
 
 from lagent.agents import ReAct, ReWOO
 from lagent.agents.autogpt import AutoGPT, AutoGPTProtocol
 from lagent.agents.internlm2_agent import Internlm2Agent, Internlm2Protocol
 from lagent.agents.react import ReActProtocol
+from lagent.agents.rewoo import ReWOOProtocol
 from lagent.schema import ActionStatusCode
 
 from .tools import MALFORMED, SafeExecutor
@@ -102,6 +106,19 @@ class SafeInternlm2Protocol(Internlm2Protocol):
         return name, language, action
 
 
+class RecordingReWOOProtocol(ReWOOProtocol):
+    def __init__(self, recorder: Any, **kwargs):
+        super().__init__(**kwargs)
+        self.recorder = recorder
+
+    def parse_worker(self, message: str):
+        thoughts, actions, inputs = super().parse_worker(message)  # raises on a malformed plan: Lagent re-asks
+        # the same `#E<n> = ...` units Lagent matched, whole, so the transcript keeps the #E references
+        lines = [line.strip() for line in re.findall(r"(#E[0-9]* = .+)", message)]
+        self.recorder.plan(list(zip(thoughts, lines, strict=True)))  # Lagent asserted equal counts
+        return thoughts, actions, inputs
+
+
 def build_agent(kind: str, llm: Any, plugins: list, interpreters: list, recorder: Any, max_turns: int):
     if kind == "internlm2":
         plugin_exec = SafeExecutor(plugins, recorder) if plugins else None
@@ -113,7 +130,8 @@ def build_agent(kind: str, llm: Any, plugins: list, interpreters: list, recorder
         return ReAct(llm=llm, action_executor=SafeExecutor(actions, recorder), protocol=ReActProtocol(),
                      max_turn=max_turns)
     if kind == "rewoo":
-        return ReWOO(llm=llm, action_executor=SafeExecutor(actions, recorder), max_turn=max_turns)
+        return ReWOO(llm=llm, action_executor=SafeExecutor(actions, recorder),
+                     protocol=RecordingReWOOProtocol(recorder), max_turn=max_turns)
     if kind == "autogpt":
         return FixedAutoGPT(llm=llm, action_executor=SafeExecutor(actions, recorder, finish_in_action=True),
                             protocol=FixedAutoGPTProtocol(recorder), max_turn=max_turns)

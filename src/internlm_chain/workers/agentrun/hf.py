@@ -2,7 +2,8 @@
 
 Lagent 0.2.4's `HFTransformerCasualLM` moves inputs to CUDA unconditionally and drives generation with
 private transformers helpers that newer releases removed; we keep its loading and prompt templating and
-generate with `model.generate` on whatever device the model sits on.
+generate with `model.generate` on whatever device the model sits on: the GPU when the runtime's torch sees
+one (the agent CUDA lock), else the CPU.
 """
 
 from __future__ import annotations
@@ -28,6 +29,8 @@ def load_hf_model(path: str, *, meta_template: Any, recorder: Any, max_new_token
 
             model_kwargs.setdefault("torch_dtype", "auto" if torch.cuda.is_available() else torch.float32)
             self.model = AutoModelForCausalLM.from_pretrained(path, **model_kwargs)
+            if torch.cuda.is_available():  # `device_map` would need accelerate, which the runtime does not carry
+                self.model.to("cuda")
             self.model.eval()
 
         def stream_generate(self, inputs, do_sample: bool = False, **kwargs):

@@ -247,6 +247,7 @@ class SafeExecutor(ActionExecutor):
             name = name.name
         name = str(name)
         started = time.monotonic()
+        self.recorder.start_call()
         if name == self.finish_action.name:
             self.recorder.finished = True
             return super().__call__(name, command)

@@ -16,6 +16,8 @@ class Recorder:
         self._returns: list[tuple[dict, Any]] = []  # tool event ↔ its ActionReturn (thought is set later)
         self.finished = False
         self.pending_thought: str | None = None  # AutoGPT states its thought in the JSON before the call
+        self.pending_plan: str | None = None
+        self._planned: list[tuple[str, str]] = []  # ReWOO: (thought, plan line) per step, in execution order
         self.live = live
 
     def llm(self, messages: list[dict], text: str, duration: float) -> None:
@@ -24,13 +26,23 @@ class Recorder:
         if self.live:
             print(f"  · model call {self.count('llm')}: {duration:.2f}s", file=sys.stderr, flush=True)
 
+    def plan(self, steps: list[tuple[str, str]]) -> None:
+        """ReWOO plans every step up front, then runs them in order; each call takes the next step."""
+        self._planned = list(steps)
+
+    def start_call(self) -> None:
+        """A tool call begins (every executor call, finish included, so planned steps stay aligned)."""
+        if self._planned:
+            self.pending_thought, self.pending_plan = self._planned.pop(0)
+
     def tool(self, name: str, args: Any, action_return: Any, duration: float, valid: bool) -> dict:
         ok = getattr(action_return, "state", 0) == 0
         event = {"type": "tool", "name": name, "args": _jsonable(args), "thought": self.pending_thought,
+                 "plan": self.pending_plan,
                  "result": action_return.format_result() if ok else None,
                  "error": None if ok else str(getattr(action_return, "errmsg", "") or "tool failed"),
                  "valid": valid, "duration_s": round(duration, 4)}
-        self.pending_thought = None
+        self.pending_thought = self.pending_plan = None
         self.events.append(event)
         self._returns.append((event, action_return))
         return event
@@ -84,6 +96,8 @@ def render(t: dict) -> str:
         if e["type"] == "tool":
             if e.get("thought"):
                 lines.append(f"Thought: {e['thought']}")
+            if e.get("plan"):
+                lines.append(f"Plan step: {e['plan']}")
             lines.append(f"Tool call: {e['name']} {json.dumps(e['args'], ensure_ascii=False)}  ({e['duration_s']:.2f}s)")
             lines.append(f"Tool result: {e['result']}" if e["error"] is None else f"Tool error: {e['error']}")
     if t["stop_reason"] == "answer":
