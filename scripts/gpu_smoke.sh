@@ -62,7 +62,9 @@ if [ -n "$BASE" ]; then  # fine-tune a given model: InternEvo is not part of thi
   for s in pretrain-validate pretrain-internevo pretrain-on-gpu; do
     RUNTIMES[$s]=""; SKIP_REASON[$s]="--base-model $BASE: no pre-training in this run"
   done
-  [ "$BASE" = tiny ] || { RUNTIMES[base-model]=""; SKIP_REASON[base-model]="--base-model is a folder"; }
+  if [ "$BASE" != tiny ]; then
+    NEEDS[finetune-xtuner]=data; RUNTIMES[base-model]=""; SKIP_REASON[base-model]="--base-model is a folder"
+  fi
 else
   RUNTIMES[base-model]=""; SKIP_REASON[base-model]="the base model is InternEvo's (no --base-model)"
 fi
@@ -75,8 +77,8 @@ if [ -n "$STEPS" ]; then
     fi
     SELECTED[$s]=1
   done
-else
-  for s in "${ALL_STEPS[@]}"; do SELECTED[$s]=1; done
+else  # every step; base-model only when it has something to do
+  for s in "${ALL_STEPS[@]}"; do [ "$s" = base-model ] && [ "$BASE" != tiny ] || SELECTED[$s]=1; done
 fi
 wanted_runtimes() {
   local s r; declare -A seen=()
