@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Sourced by the scripts: create/refresh .venv with the package installed (editable) and its extras.
 # Usage: . scripts/_venv.sh [EXTRAS]
 set -euo pipefail
@@ -12,7 +13,7 @@ want="$(cat "$ROOT/pyproject.toml" | sha256sum | cut -d' ' -f1) $extras"
 if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
   "$VENV/bin/python" -m pip install --quiet --upgrade pip >/dev/null 2>&1 || true
   spec="$ROOT"
-  [ -n "$extras" ] && spec="$ROOT[$extras]"
+  [ -n "$extras" ] && spec="${ROOT}[$extras]"
   "$VENV/bin/python" -m pip install --quiet -e "$spec" 2>&1 | grep -v 'is ignored: it is neither' || true
   "$VENV/bin/python" -c 'import internlm_chain' # fail loudly if the install did not work
   echo "$want" > "$stamp"

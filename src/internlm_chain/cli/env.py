@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -127,18 +128,24 @@ def sync(
                                "running ichain when it is 3.10–3.12, else 3.11."),
     missing_ok: bool = typer.Option(False, "--missing-ok", help="Skip named runtimes that have no lock "
                                     "(instead of failing), e.g. for a test script's fixed list."),
+    host_torch: bool = typer.Option(False, "--host-torch", help="Build on the torch of --python PY: the runtime "
+                                    "sees PY's packages and installs its lock without torch, triton, "
+                                    "torchvision/torchaudio and the CUDA libraries (offline GPU hosts, "
+                                    "vendor images)."),
     config: Path = ConfigOpt,
     sets: list[str] = SetOpt,
 ) -> None:
     """Create or update runtimes from their locks (only those whose lock changed, unless --force)."""
     from internlm_chain.cli.output import err
     from internlm_chain.errors import ChainError, Problem
+    from internlm_chain.runtimes.hosttorch import HostTorchError
     from internlm_chain.runtimes.locks import lock_path
     from internlm_chain.runtimes.sync import SyncError, sync_runtime
 
     loaded = _load(config, sets)
     targets = _targets(runtimes, _check_variant(variant), loaded)
     cache = _cache(loaded)
+    host = _host_torch(python, [t for t in targets if t.kind == "env"]) if host_torch else None
     if not targets:
         err.print("nothing to sync: no runtime is named, needed by the chain, or shipped with a lock", markup=False)
     failures: list[Problem] = []
@@ -156,7 +163,10 @@ def sync(
             continue
         try:
             with _progress(label) as report:
-                result = sync_runtime(t.runtime, t.variant, cache, force=force, python=python, report=report)
+                result = sync_runtime(t.runtime, t.variant, cache, force=force, python=python, report=report,
+                                      host=host)
+        except HostTorchError as exc:  # checked up front; only a host changed mid-sync gets here
+            raise ChainError(Problem(exc.message, hint=exc.hint)) from None
         except SyncError as exc:
             if exc.tail:
                 err.print(f"[bold]{label}: last installer lines[/]" + (f" (full log: {exc.log})" if exc.log else ""))
@@ -165,13 +175,41 @@ def sync(
             failures.append(Problem(f"{label}: {exc.message}",
                                     hint=f"log: {exc.log}" if exc.log else None))
             continue
+        on_host = f", on the host's torch {host.torch}" if host else ""
         if result.action == "up to date":
-            err.print(f"[green]✓[/] {label}: up to date ({result.state.path})")
+            err.print(f"[green]✓[/] {label}: up to date ({result.state.path}{on_host})")
         else:
             err.print(f"[green]✓[/] {label}: synced {result.record.get('packages', '?')} packages in "
-                      f"{result.seconds:.1f} s → {result.state.path}")
+                      f"{result.seconds:.1f} s → {result.state.path}{on_host}")
     if failures:
         raise ChainError(failures, exit_code=1)
+
+
+def _host_torch(python: str | None, targets: list[Target]):
+    """Probe --python for torch and check every target's lock against it, before anything is built."""
+    from internlm_chain.cli.output import err
+    from internlm_chain.errors import ChainError, Problem
+    from internlm_chain.runtimes.hosttorch import HostTorchError, plan, probe_host
+    from internlm_chain.runtimes.locks import lock_path, parse_lock, variant_of
+
+    if not python:
+        raise ChainError(Problem("--host-torch needs --python PY, the interpreter whose torch the runtimes use"))
+    try:
+        host = probe_host(python)
+    except HostTorchError as exc:
+        raise ChainError(Problem(exc.message, hint=exc.hint)) from None
+    err.print(f"host: torch {host.torch} (CUDA {host.cuda or 'none'}), Python {host.python_version}, "
+              f"from {', '.join(host.site)}", markup=False)
+    problems = []
+    for t in targets:
+        lock = lock_path(t.runtime, t.variant)
+        if lock is not None:
+            for text in plan(parse_lock(lock, t.runtime, variant_of(lock)), host.dists, host.torch).problems:
+                problems.append(Problem(f"{t.runtime} ({t.variant}): {text}",
+                                        hint=f"install it into {python}'s environment, or sync without --host-torch"))
+    if problems:
+        raise ChainError(problems)
+    return host
 
 
 def _lock_hint(runtime: str) -> str:
@@ -214,6 +252,14 @@ class _progress:
         return False
 
 
+def _inspected(runtimes: list[str] | None, variant: str | None, config: Path | None, sets: list[str] | None,
+               every_variant: bool = False) -> tuple[Path, list[Target]]:
+    """The cache and targets `list` and `doctor` look at: each env under the variant it was synced with."""
+    loaded = _load(config, sets)
+    return _cache(loaded), _targets(runtimes, _check_variant(variant), loaded, synced_variant=True,
+                                    every_variant=every_variant)
+
+
 # ---- list ----------------------------------------------------------------------------------------
 @app.command("list")
 def list_(
@@ -226,10 +272,9 @@ def list_(
     from internlm_chain.cli.output import out, print_json
     from internlm_chain.runtimes.state import dir_size, env_state, human_size
 
-    loaded = _load(config, sets)
-    cache = _cache(loaded)
+    cache, targets = _inspected(None, variant, config, sets, every_variant=True)
     rows = []
-    for t in _targets(None, _check_variant(variant), loaded, synced_variant=True, every_variant=True):
+    for t in targets:
         if t.kind != "env":
             rows.append({"runtime": t.runtime, "variant": t.variant, "kind": t.kind, "path": t.where,
                          "engine": t.engine or None, "synced": None, "lock_hash": None, "size_bytes": None,
@@ -241,7 +286,8 @@ def list_(
                      "path": str(st.path), "synced": st.synced, "reason": st.reason,
                      "lock": str(st.lock) if st.lock else None,
                      "lock_hash": (st.marker or {}).get("lock_hash"), "size_bytes": size,
-                     "stages": list(t.stages)})
+                     "stages": list(t.stages), "mode": st.mode, "host_torch": st.host_torch,
+                     "host_cuda": ((st.marker or {}).get("host") or {}).get("cuda") if st.host_torch else None})
     if as_json:
         print_json({"cache": str(cache), "runtimes": rows})
         return
@@ -259,7 +305,8 @@ def list_(
             synced = f"[red]no[/] ({r['reason']})" if r["reason"] != "not synced" else "[red]no[/]"
         digest = (r["lock_hash"] or "").removeprefix("sha256:")[:12] or "-"
         size = human_size(r["size_bytes"]) if r["size_bytes"] is not None else "-"
-        table.add_row(r["runtime"], r["variant"], r["path"], synced, digest, size)
+        shown = r["variant"] + (f", host torch {r['host_torch']}" if r.get("host_torch") else "")
+        table.add_row(r["runtime"], shown, r["path"], synced, digest, size)
     out.print(table)
 
 
@@ -276,9 +323,7 @@ def doctor(
     from internlm_chain.cli.output import out, print_json
     from internlm_chain.runtimes import doctor as doc
 
-    loaded = _load(config, sets)
-    cache = _cache(loaded)
-    targets = _targets(runtimes, _check_variant(variant), loaded, synced_variant=True)
+    cache, targets = _inspected(runtimes, variant, config, sets)
     reports = []
     for t in targets:
         if t.kind == "python":
@@ -298,7 +343,8 @@ def doctor(
         for r in reports:
             used_by = f" — used by {', '.join(r.stages)}" if r.stages else ""
             head = "[green]ok[/]" if r.ok else "[red]PROBLEM[/]"
-            out.print(f"[bold]{r.runtime}[/] ({r.variant}, {r.kind}: {r.target}){used_by}: {head}")
+            kind = "env on host torch" if r.mode == "host-torch" else r.kind
+            out.print(f"[bold]{r.runtime}[/] ({r.variant}, {kind}: {r.target}){used_by}: {head}")
             for f in r.findings:
                 out.print(f"  {mark[f.level]} ", end="")
                 out.print(f.message, markup=False)
@@ -317,3 +363,72 @@ def doctor(
 
         bad = [r.runtime for r in reports if not r.ok] + ([] if machine.ok else ["machine"])
         raise ChainError(Problem(f"problems found in: {', '.join(bad)}"), exit_code=1)
+
+
+# ---- wheels --------------------------------------------------------------------------------------
+@app.command("wheels")
+def wheels(
+    runtimes: list[str] = typer.Argument(..., help="Runtimes whose wheels to collect."),
+    dest: Path = typer.Option(..., "-d", "--dest", help="Folder the wheels go to (created; files already there "
+                              "are reused)."),
+    variant: str = typer.Option("cuda", "--variant", help="Lock variant: cpu or cuda."),
+    python_version: str = typer.Option("3.12", "--python-version", help="The host's Python (major.minor)."),
+    platforms: list[str] = typer.Option(["manylinux_2_28_x86_64"], "--platform", help="The host's platform "
+                                        "tag(s); manylinux_2_X also takes every older manylinux wheel."),
+    host_torch: bool = typer.Option(False, "--host-torch", help="For `env sync --host-torch`: leave out what the "
+                                    "host's torch provides (torch, triton, CUDA libraries)."),
+    torch_version: str = typer.Option(None, "--torch-version", help="With --host-torch: the host's torch "
+                                      "(e.g. 2.11.0), to collect the torchvision/torchaudio built for it when a "
+                                      "lock needs them and the host lacks them."),
+    ichain: bool = typer.Option(True, "--ichain/--no-ichain", help="Also collect ichain's own dependencies "
+                                "(pydantic, uv, ... and setuptools for the editable install)."),
+    build: bool = typer.Option(True, "--build/--no-build", help="Build wheels here for sdist-only pins when they "
+                               "come out pure Python (py3-none-any); others are reported."),
+    split_mib: float = typer.Option(None, "--split-mib", help="Then split the folder into DEST/bundles/NN of at "
+                                    "most this many MiB each (bigger files in parts; join with "
+                                    "runtimes/bundles.py join)."),
+    as_json: bool = JsonOpt,
+) -> None:
+    """Download every wheel a host needs to sync RUNTIMES (and install ichain) without any index."""
+    from internlm_chain.cli.output import err, out, print_json
+    from internlm_chain.errors import ChainError, Problem
+    from internlm_chain.runtimes import bundles
+    from internlm_chain.runtimes.state import human_size
+    from internlm_chain.runtimes.wheels import Target, WheelsError, collect
+
+    _check_variant(variant)
+    if torch_version and not host_torch:
+        raise ChainError(Problem("--torch-version only means something with --host-torch"))
+    if not re.fullmatch(r"3\.\d+", python_version):
+        raise ChainError(Problem(f"--python-version must be major.minor, e.g. 3.12, not '{python_version}'"))
+    try:
+        col = collect([(r, variant) for r in dict.fromkeys(runtimes)], dest, Target(python_version, tuple(platforms)),
+                      host_torch=host_torch, torch_version=torch_version, ichain=ichain, build=build,
+                      report=lambda text: err.print(text, markup=False))
+    except WheelsError as exc:
+        for line in exc.tail:
+            err.print("  " + line, markup=False, style="dim")
+        raise ChainError(Problem(exc.message), exit_code=2 if "lock" in exc.message else 1) from None
+    # only what this collection needs: the folder may hold wheels of earlier collections
+    needed = sorted({f for r in col.runtimes for f in r.files} | {"wheels.json"})
+    try:
+        folders = bundles.split(col.dest, col.dest / "bundles", split_mib, needed) if split_mib else []
+    except bundles.BundleError as exc:
+        raise ChainError(Problem(str(exc))) from None
+    if as_json:
+        print_json({**col.to_dict(), "bundles": [str(f) for f in folders]})
+    else:
+        for r in col.runtimes:
+            biggest = sorted(r.files, key=lambda f: -(col.dest / f).stat().st_size)[:2]
+            out.print(f"{r.runtime:<12} {len(r.files):>4} wheels {human_size(r.bytes):>10}   largest: "
+                      + ", ".join(f"{f} ({human_size((col.dest / f).stat().st_size)})" for f in biggest), markup=False)
+            for note in r.notes:
+                out.print(f"{'':<12} note: {note}", markup=False)
+        out.print(f"{'total':<12} {human_size(col.total_bytes):>16} in {col.dest} (each wheel once)", markup=False)
+        for f in folders:
+            size = sum(p.stat().st_size for p in f.iterdir())
+            out.print(f"bundle {f} {human_size(size)}", markup=False)
+    if col.missing:
+        raise ChainError([Problem(f"no wheel for {col.target.describe()}: {m}",
+                                  hint="only an sdist, or no build for this Python; the host cannot install it "
+                                       "offline") for m in col.missing], exit_code=1)

@@ -9,7 +9,7 @@ import subprocess
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from internlm_chain.runtimes.locks import Lock, parse_lock, variant_of
+from internlm_chain.runtimes.locks import Lock, Pin, parse_lock, variant_of
 from internlm_chain.runtimes.state import env_state
 
 PROBE = Path(__file__).with_name("probe_worker.py")
@@ -42,6 +42,8 @@ class RuntimeReport:
     findings: list[Finding] = field(default_factory=list)
     key_packages: list[PackageRow] = field(default_factory=list)
     stages: list[str] = field(default_factory=list)
+    mode: str = "lock"  # env built from the whole lock, or "host-torch"
+    host_torch: str | None = None  # the host's torch version for a host-torch env
 
     @property
     def ok(self) -> bool:
@@ -86,11 +88,21 @@ def probe_interpreter(python: str, modules: tuple[str, ...]) -> dict:
     raise RuntimeError(f"{python} exited {res.returncode}: {last}")
 
 
-def compare(lock: Lock, installed: dict[str, str], report: RuntimeReport) -> None:
-    """Every pin against what is installed; the lock's key packages become the report's table."""
+def compare(lock: Lock, installed: dict[str, str], report: RuntimeReport, host: dict | None = None) -> None:
+    """Every pin against what is installed; the lock's key packages become the report's table.
+
+    `host`: a host-torch record's "host" section; the pins it took from the host are not the lock's (the
+    host's versions are shown instead), and the packages paired with the host's torch have their own version.
+    """
     wrong, missing = [], []
+    from_host = set((host or {}).get("from_host") or {}) - set((host or {}).get("paired") or {})
+    paired = {**((host or {}).get("paired") or {}), **((host or {}).get("replaced") or {})}
     for name, pin in lock.pins.items():
+        if name in from_host:
+            continue
         have = installed.get(name)
+        if name in paired:
+            pin = Pin(name, paired[name], pin.marker, pin.line)
         if have is None:
             if not pin.marker:  # a pin behind an environment marker may rightly be absent
                 missing.append(f"{name}=={pin.version}")
@@ -100,8 +112,11 @@ def compare(lock: Lock, installed: dict[str, str], report: RuntimeReport) -> Non
         pin = lock.pins.get(name)
         if pin:
             have = installed.get(name)
-            report.key_packages.append(PackageRow(name, pin.version, have, have is not None
-                                                  and _same_version(have, pin.version)))
+            if name in from_host:
+                report.key_packages.append(PackageRow(name, f"{pin.version}, from host", have, have is not None))
+                continue
+            want = paired.get(name, pin.version)
+            report.key_packages.append(PackageRow(name, want, have, have is not None and _same_version(have, want)))
     if wrong:
         report.add("error", f"{len(wrong)} package(s) differ from the lock: " + ", ".join(wrong[:8])
                    + (" …" if len(wrong) > 8 else ""))
@@ -109,11 +124,15 @@ def compare(lock: Lock, installed: dict[str, str], report: RuntimeReport) -> Non
         report.add("error", f"{len(missing)} locked package(s) not installed: " + ", ".join(missing[:8])
                    + (" …" if len(missing) > 8 else ""))
     if not wrong and not missing:
-        report.add("ok", f"all {len(lock.pins)} locked packages at their pinned versions")
+        n = len(lock.pins) - len(from_host)
+        report.add("ok", f"all {n} locked packages at their pinned versions"
+                   + (f" ({len(from_host)} torch/CUDA pins taken from the host instead)" if from_host else ""))
 
 
-def check_interpreter(report: RuntimeReport, python: str, lock: Lock | None) -> None:
+def check_interpreter(report: RuntimeReport, python: str, lock: Lock | None, host: dict | None = None) -> None:
     modules = lock.imports if lock else ()
+    if host and "torch" not in modules:
+        modules = ("torch", *modules)  # a host-torch runtime is only as good as its view of the host's torch
     try:
         probe = probe_interpreter(python, modules)
     except RuntimeError as exc:
@@ -123,10 +142,18 @@ def check_interpreter(report: RuntimeReport, python: str, lock: Lock | None) -> 
     report.add("ok", f"interpreter runs: Python {probe['python']} ({python})")
     if lock is None:
         return
-    compare(lock, probe["dists"], report)
+    compare(lock, probe["dists"], report, host)
     for module, res in probe["imports"].items():
         if res["error"]:
             report.add("error", f"`import {module}` fails: {res['error'][:300]}")
+        elif host and module == "torch":
+            site = host.get("site") or []
+            where = res.get("file") or ""
+            if any(where.startswith(d.rstrip("/") + "/") for d in site):
+                report.add("ok", f"`import torch` works: {res.get('version')} from the host ({where})")
+            else:
+                report.add("error", f"`import torch` resolves to {where}, not to the host's site-packages "
+                                    f"({', '.join(site)})")
         else:
             report.add("ok", f"`import {module}` works ({res['seconds']:.1f} s)")
     if not modules:
@@ -148,8 +175,20 @@ def check_env(runtime: str, variant: str, cache: Path, locks_root: Path | None =
     else:
         when = (state.marker or {}).get("synced_at", "?")
         report.add("ok", f"synced from {state.lock.name} at {when}")
+    host = (state.marker or {}).get("host") if state.mode == "host-torch" else None
+    if host:
+        report.mode, report.host_torch = "host-torch", host.get("torch")
+        report.add("ok", f"built on the host's torch {host.get('torch')} (CUDA {host.get('cuda') or 'none'}) from "
+                         f"{host.get('python')}; {len(host.get('from_host') or {})} torch/CUDA pins of the lock "
+                         "come from the host")
+        if host.get("paired"):
+            report.add("ok", "installed to pair with the host's torch: "
+                       + ", ".join(f"{k}=={v}" for k, v in host["paired"].items()))
+        if host.get("replaced"):
+            report.add("ok", "installed instead of the locked version, which cannot import beside the host's "
+                       "triton: " + ", ".join(f"{k}=={v}" for k, v in host["replaced"].items()))
     if state.python.exists():
-        check_interpreter(report, str(state.python), lock)
+        check_interpreter(report, str(state.python), lock, host)
     return report
 
 

@@ -8,27 +8,37 @@ import importlib.metadata
 import json
 import platform
 import re
+import site
 import sys
 import time
 
 
 def main(modules):
-    dists = {}
+    dists, where = {}, {}
     for dist in importlib.metadata.distributions():
         name = dist.metadata["Name"]
         if name:
-            dists[re.sub(r"[-_.]+", "-", name).lower()] = dist.version
+            key = re.sub(r"[-_.]+", "-", name).lower()
+            # distributions() follows sys.path; the first one found is the one `import` uses. In a
+            # host-torch runtime a package can be both in the venv (the lock's) and on the host.
+            if key not in dists:
+                dists[key] = dist.version
+                where[key] = str(getattr(dist, "_path", ""))
     imports = {}
     for module in modules:
         started = time.monotonic()
         try:
-            importlib.import_module(module)
+            mod = importlib.import_module(module)
             error = None
         except BaseException as exc:  # an import may even call sys.exit; report it, don't die
-            error = f"{type(exc).__name__}: {exc}".strip()
-        imports[module] = {"error": error, "seconds": round(time.monotonic() - started, 2)}
+            mod, error = None, f"{type(exc).__name__}: {exc}".strip()
+        imports[module] = {"error": error, "seconds": round(time.monotonic() - started, 2),
+                           "file": getattr(mod, "__file__", None), "version": str(getattr(mod, "__version__", ""))}
+        if module == "torch" and mod is not None:
+            imports[module]["cuda"] = getattr(getattr(mod, "version", None), "cuda", None)
     print("ICHAIN-PROBE " + json.dumps({"python": platform.python_version(), "executable": sys.executable,
-                      "dists": dists, "imports": imports}), flush=True)
+                                        "prefix": sys.prefix, "site": list(site.getsitepackages()),
+                                        "dists": dists, "dist_paths": where, "imports": imports}), flush=True)
 
 
 if __name__ == "__main__":

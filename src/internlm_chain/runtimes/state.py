@@ -15,6 +15,9 @@ MARKER = ".ichain-runtime.json"
 # 2: bytecode precompiled at sync. Runs may set PYTHONDONTWRITEBYTECODE (CI does), and then every
 #    process recompiles what it imports: XTuner's imports took 20+ s instead of about 5 s.
 SYNC_FORMAT = 2
+# The record's "mode" ("lock", or "host-torch" with a "host" section: interpreter, its site dirs, torch
+# version, the pins taken from it) came without a format bump: a record without it is a full-lock env, which
+# is exactly what format 2 meant, so the envs synced so far stay current.
 
 
 def envs_root(cache: Path) -> Path:
@@ -54,10 +57,19 @@ class EnvState:
     def lock_variant(self) -> str | None:
         return variant_of(self.lock) if self.lock else None
 
+    @property
+    def mode(self) -> str | None:
+        """"lock" (everything from the lock) or "host-torch"; None when not synced at all."""
+        return (self.marker or {}).get("mode", "lock") if self.marker else None
+
+    @property
+    def host_torch(self) -> str | None:
+        return ((self.marker or {}).get("host") or {}).get("torch") if self.mode == "host-torch" else None
+
     def to_dict(self) -> dict:
         return {"runtime": self.runtime, "variant": self.variant, "lock_variant": self.lock_variant,
                 "path": str(self.path), "lock": str(self.lock) if self.lock else None,
-                "synced": self.synced, "reason": self.reason,
+                "synced": self.synced, "reason": self.reason, "mode": self.mode, "host_torch": self.host_torch,
                 "lock_hash": (self.marker or {}).get("lock_hash"), "record": self.marker}
 
 
@@ -77,6 +89,10 @@ def env_state(runtime: str, variant: str, cache: Path, locks_root: Path | None =
         reason = "made by an older `ichain env sync` (without precompiled bytecode)"
     elif not (path / "bin" / "python").exists():
         reason = "its interpreter is gone (the base Python was removed?)"
+    elif marker.get("mode") == "host-torch":
+        from internlm_chain.runtimes.hosttorch import record_reason
+
+        reason = record_reason(marker)
     else:
         reason = ""
     return EnvState(runtime, variant, path, lock, marker, synced=not reason, reason=reason)

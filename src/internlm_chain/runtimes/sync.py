@@ -20,7 +20,8 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from internlm_chain.runtimes import pipconf
+from internlm_chain.runtimes import hosttorch, pipconf
+from internlm_chain.runtimes.hosttorch import Host, HostTorchError
 from internlm_chain.runtimes.locks import lock_digest, parse_lock, variant_of
 from internlm_chain.runtimes.state import SYNC_FORMAT, EnvState, env_state, envs_root, write_marker
 
@@ -141,8 +142,25 @@ def failing_package(lines: list[str], known: set[str]) -> str | None:
     return None
 
 
+def mode_mismatch(marker: dict | None, host: Host | None) -> str:
+    """Why an env synced in one mode does not satisfy a request for the other ("" when it does)."""
+    have = (marker or {}).get("mode", "lock")
+    if host is None:
+        return "it was built on a host's torch; a full sync was asked" if have == "host-torch" else ""
+    if have != "host-torch":
+        return "it holds the lock's own torch; --host-torch was asked"
+    was = (marker or {}).get("host") or {}
+    if was.get("python") != host.python:
+        return f"it was built on {was.get('python')}, not {host.python}"
+    if was.get("torch") != host.torch:
+        return f"the host's torch changed ({was.get('torch')} → {host.torch})"
+    return ""
+
+
 def sync_runtime(runtime: str, variant: str, cache: Path, *, force: bool = False, python: str | None = None,
-                 report: Report = lambda _text, _kind: None, locks_root: Path | None = None) -> SyncResult:
+                 report: Report = lambda _text, _kind: None, locks_root: Path | None = None,
+                 host: Host | None = None) -> SyncResult:
+    """Build the runtime from its lock; with `host` (probed by hosttorch.probe_host), on that host's torch."""
     if not re.fullmatch(r"[a-z0-9][a-z0-9._-]*", runtime):
         raise SyncError(runtime, f"'{runtime}' is not a runtime name")
     root = envs_root(cache)
@@ -151,12 +169,19 @@ def sync_runtime(runtime: str, variant: str, cache: Path, *, force: bool = False
         state = env_state(runtime, variant, cache, locks_root)
         if state.lock is None:
             raise SyncError(runtime, f"no lock is shipped for runtime '{runtime}' ({variant})")
-        if state.synced and not force:
+        mismatch = mode_mismatch(state.marker, host) if state.synced else ""
+        if state.synced and not force and not mismatch:
             return SyncResult(state, "up to date", record=state.marker or {})
+        if mismatch:
+            report(f"rebuilding: {mismatch}", "step")
         _remove_leftovers(root, runtime)
         lock = parse_lock(state.lock, runtime, variant_of(state.lock))
         if lock.problems:
             raise SyncError(runtime, "the lock holds lines that are not exact pins", tail=lock.problems[:TAIL_LINES])
+        host_plan = hosttorch.plan(lock, host.dists, host.torch) if host else None
+        if host_plan and host_plan.problems:
+            raise HostTorchError(f"{runtime}: " + "; ".join(host_plan.problems),
+                                 f"host {host.python} has torch {host.torch}")
         started = time.monotonic()
         digest = lock_digest(state.lock)  # read before installing: the record must describe what was installed
         uv = uv_bin()
@@ -169,25 +194,48 @@ def sync_runtime(runtime: str, variant: str, cache: Path, *, force: bool = False
         log.write_text("".join(f"# {n}\n" for n in settings.notes), encoding="utf-8")
         tmp = root / f".{runtime}.sync-{os.getpid()}"
         try:
-            interpreter = python or default_python()
+            interpreter = host.python if host else (python or default_python())
             report(f"creating venv ({interpreter})", "step")
             rc, tail = _run([uv, "venv", "--relocatable", "--no-project", "--color", "never", "--python",
                              interpreter, str(tmp)], env, log, report)
             if rc != 0:
                 raise SyncError(runtime, f"uv could not create a Python {interpreter} venv", tail=tail, log=log)
-            report(f"installing {len(lock.pins)} pinned packages from {state.lock.name}", "step")
-            rc, tail = _run([uv, "pip", "sync", str(state.lock), "--python", str(tmp / "bin" / "python"),
+            requirements, count = state.lock, len(lock.pins)
+            if host_plan is not None:
+                # what uv installs: the lock minus the host's torch family (kept beside the log to inspect)
+                requirements = logs / f"{runtime}.host-torch.txt"
+                requirements.write_text(f"# {state.lock.name} for host-torch (host: {host.python}, torch "
+                                        f"{host.torch})\n" + "".join(r + "\n" for r in host_plan.requirements),
+                                        encoding="utf-8")
+                count = len(host_plan.requirements)
+                report(f"{len(host_plan.from_host)} torch/CUDA pins come from the host (torch {host.torch})", "step")
+                for name, version in host_plan.replaced.items():
+                    report(f"{name}=={version} instead of {lock.pins[name].version}: the locked one cannot import "
+                           "beside the host's triton", "step")
+            report(f"installing {count} pinned packages from {state.lock.name}", "step")
+            rc, tail = _run([uv, "pip", "sync", str(requirements), "--python", str(tmp / "bin" / "python"),
                              "--color", "never", "--no-progress", "--compile-bytecode"], env, log, report)
             if rc != 0:
-                pkg = failing_package(tail, set(lock.pins))
-                what = f"could not install {pkg}=={lock.pins[pkg].version}" if pkg else "failed"
+                pins = {**{n: p.version for n, p in lock.pins.items()},
+                        **({**host_plan.paired, **host_plan.replaced} if host_plan else {})}
+                pkg = failing_package(tail, set(pins))
+                what = f"could not install {pkg}=={pins[pkg]}" if pkg else "failed"
+                if host_plan and pkg in host_plan.paired:
+                    what += f" (the release paired with the host's torch {host.torch})"
                 raise SyncError(runtime, f"uv pip sync {what}", package=pkg, tail=tail, log=log)
             record = {
                 "format": SYNC_FORMAT, "runtime": runtime, "variant": variant, "lock_variant": lock.variant, "lock": str(state.lock),
                 "lock_hash": digest, "python": _venv_python_version(tmp), "uv": uv_version(uv),
-                "synced_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "packages": len(lock.pins),
-                "seconds": round(time.monotonic() - started, 1), "index_settings": settings.env,
+                "synced_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "packages": count,
+                "seconds": round(time.monotonic() - started, 1), "index_settings": settings.env, "mode": "lock",
             }
+            if host is not None and host_plan is not None:
+                hosttorch.write_pth(tmp, host)
+                report("checking that the runtime imports the host's torch", "step")
+                record["mode"] = "host-torch"
+                record["host"] = {**host.to_record(), "from_host": host_plan.from_host, "paired": host_plan.paired,
+                                  "replaced": host_plan.replaced,
+                                  **_check_host_torch(runtime, tmp, host, host_plan, log)}
             write_marker(tmp, record)
             _swap_into_place(tmp, state.path)
         except BaseException:
@@ -195,6 +243,26 @@ def sync_runtime(runtime: str, variant: str, cache: Path, *, force: bool = False
             raise
         return SyncResult(env_state(runtime, variant, cache, locks_root), "synced",
                           time.monotonic() - started, record)
+
+
+def _check_host_torch(runtime: str, env: Path, host: Host, plan: hosttorch.Plan, log: Path) -> dict:
+    """Import torch (and the paired packages) in the new runtime: they must load, torch from the host."""
+    from internlm_chain.runtimes.doctor import probe_interpreter
+
+    modules = ("torch", *plan.paired)
+    try:
+        probe = probe_interpreter(str(env / "bin" / "python"), modules)
+    except RuntimeError as exc:
+        raise SyncError(runtime, f"the new runtime does not run: {exc}", log=log) from None
+    bad = [f"`import {m}`: {r['error'][:300]}" for m, r in probe["imports"].items() if r["error"]]
+    if bad:
+        raise SyncError(runtime, "the runtime cannot use the host's torch: " + "; ".join(bad), log=log,
+                        tail=bad)
+    torch_file = probe["imports"]["torch"]["file"] or ""
+    if not any(torch_file.startswith(d.rstrip("/") + "/") for d in host.site):
+        raise SyncError(runtime, f"torch in the runtime resolves to {torch_file}, not to the host's "
+                        f"site-packages ({', '.join(host.site)})", log=log)
+    return {"torch_file": torch_file, "cuda": probe["imports"]["torch"].get("cuda")}
 
 
 def _venv_python_version(env: Path) -> str:
