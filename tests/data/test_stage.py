@@ -111,8 +111,3 @@ def test_predicted_outputs(write_chain, tmp_path):
     cfg = json.loads(next(iter(plan.files.values())))
     assert [s["name"] for s in cfg["steps"]] == spec.DEFAULT_STEPS and cfg["tokenizer"] is None
 
-
-def test_ray_executor_is_refused_before_any_work(tmp_path):
-    res = subprocess.run([sys.executable, "-m", "internlm_chain", "data", "run", str(tmp_path), "-o",
-                          str(tmp_path / "out"), "--executor", "ray", "--dry-run"], capture_output=True, text=True)
-    assert res.returncode == 2 and "no `ray` package" in res.stderr and "Traceback" not in res.stderr, res.stderr

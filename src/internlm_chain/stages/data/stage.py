@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from pathlib import Path
 
 from internlm_chain.chain.artifacts import (
@@ -91,10 +92,7 @@ class DataStage(Stage):
                 if k < 8 or k & (k - 1) or b < 1 or k % b:
                     problems.append(ctx.problem(f"steps.{i}.params", f"num_perm {k} must be a power of two "
                                                 f">= 8 and divisible by bands {b}"))
-        if s.executor == "ray":
-            problems.append(ctx.problem(
-                "executor", "the data runtime has no `ray` package (lock runtimes/locks/data-cpu.txt), so the "
-                "ray executor cannot run", "use executor: local (one machine) or slurm (a cluster)"))
+        problems += self._check_ray(ctx)
         names = [st["name"] for st in self._steps(ctx)]
         if len(set(names)) != len(names):
             problems.append(ctx.problem("steps", "a step is listed twice: " + ", ".join(names)))
@@ -102,6 +100,46 @@ class DataStage(Stage):
         if tok and tok != "train" and not os.path.exists(os.path.join(tok, "tokenizer.json")):
             problems.append(ctx.problem("tokenizer", f"no tokenizer.json in {tok}",
                                         "give a Hugging Face tokenizer directory, or 'train'"))
+        return problems
+
+    def _check_ray(self, ctx: StageContext) -> list[Problem]:
+        s, r = ctx.settings, ctx.settings.ray
+        if s.executor != "ray":
+            if "ray" in s.model_fields_set:
+                return [ctx.problem("ray", f"ray settings apply only with executor: ray (executor is {s.executor})",
+                                    "set executor: ray, or remove the ray section")]
+            return []
+        problems = []
+        addr = r.address
+        if addr.startswith("ray://"):
+            problems.append(ctx.problem(
+                "ray.address", f"{addr}: Ray Client (ray://) is not supported: the driver reads the tasks' "
+                "completion files, so it must run on a machine sharing the cluster's filesystem",
+                "run ichain on a cluster node with address: auto, or host:port of the head's GCS (e.g. 10.0.0.5:6379)"))
+        elif addr not in ("local", "auto"):
+            m = re.fullmatch(r"(\[[0-9A-Fa-f:]+\]|[A-Za-z0-9][A-Za-z0-9.-]*):(\d{1,5})", addr)
+            if not m or not 0 < int(m[2]) < 65536:
+                problems.append(ctx.problem("ray.address", f"'{addr}' is not local, auto or host:port",
+                                            "e.g. local, auto, or 10.0.0.5:6379 (the head node's GCS address)"))
+        if addr != "local":
+            if "local_cpus" in r.model_fields_set:
+                problems.append(ctx.problem("ray.local_cpus", "local_cpus applies only to address: local",
+                                            "the cluster's nodes decide their CPUs; remove it"))
+            return problems
+        host = os.cpu_count() or 1
+        cpus = r.local_cpus or s.workers or host
+        if r.local_cpus > host:
+            problems.append(ctx.problem("ray.local_cpus", f"{r.local_cpus} CPUs asked, this machine has {host}",
+                                        f"at most {host} (0 = workers, else every core)"))
+        elif r.cpus_per_task > cpus:
+            problems.append(ctx.problem("ray.cpus_per_task", f"a task needs {r.cpus_per_task} CPUs but the local "
+                                        f"Ray instance has {cpus}: no task could ever start",
+                                        f"cpus_per_task <= {cpus}, or raise ray.local_cpus / workers"))
+        total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / (1 << 30)
+        if r.memory_per_task_gb > total:
+            problems.append(ctx.problem("ray.memory_per_task_gb", f"a task reserves {r.memory_per_task_gb:g} GiB but "
+                                        f"this machine has {total:.1f} GiB: no task could ever start",
+                                        f"at most {int(total)}"))
         return problems
 
     def run_config(self, ctx: StageContext) -> dict:
@@ -115,7 +153,7 @@ class DataStage(Stage):
             "internevo_max_bytes": s.internevo_max_bytes,
             "slurm": {"partition": slurm.partition, "qos": slurm.qos, "time": slurm.time,
                       "cpus_per_task": slurm.cpus_per_task} if s.executor == "slurm" else {},
-        }
+        } | ({"ray": {**s.ray.model_dump(), "workers": s.workers}} if s.executor == "ray" else {})
 
     def plan(self, ctx: StageContext) -> list[Job]:
         config_path = ctx.out_dir / "pipeline.json"

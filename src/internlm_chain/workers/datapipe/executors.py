@@ -1,6 +1,6 @@
 """Where shard tasks run. `local`: a process pool on this machine. `ray` / `slurm`: datatrove's
-RayPipelineExecutor / SlurmPipelineExecutor run the same per-shard function, one task per shard,
-with datatrove's completion files; our own per-shard markers make every task idempotent anyway.
+RayPipelineExecutor (rayexec.py) / SlurmPipelineExecutor run the same per-shard function, one task per
+shard, with datatrove's completion files; our own per-shard markers make every task idempotent anyway.
 
 Slurm: every map/decide becomes one job array chained to the previous one with `depends`
 (afterok); `flush()` submits the chain, follows it with squeue and checks datatrove's completion
@@ -76,6 +76,9 @@ class LocalExecutor:
     def flush(self) -> None:
         """Wait until everything handed over so far has run (local work already has)."""
 
+    def close(self) -> None:
+        """Release what the executor started (the ray executor's private Ray instance)."""
+
 
 def _slurm_class():
     from datatrove.executor import SlurmPipelineExecutor
@@ -129,13 +132,6 @@ class DatatroveExecutor(LocalExecutor):
                 qos=s.get("qos") or "", sbatch_args=s.get("sbatch_args") or None, mail_type="NONE",
                 venv_path=venv if os.path.exists(venv) else None, depends=self.previous,
                 workers=self.cfg.workers or -1)
-        if kind == "ray":
-            from datatrove.executor import RayPipelineExecutor
-
-            r = dict(self.cfg.ray)
-            return RayPipelineExecutor(pipeline=[task], tasks=tasks, logging_dir=logging_dir,
-                                       workers=self.cfg.workers or -1, cpus_per_task=r.get("cpus_per_task", 1),
-                                       mem_per_cpu_gb=r.get("mem_per_cpu_gb", 2))
         from datatrove.executor import LocalPipelineExecutor
 
         return LocalPipelineExecutor(pipeline=[task], tasks=tasks, workers=max(1, self.cfg.workers),
@@ -196,4 +192,8 @@ def _wait_slurm(ids: list[str], poll: float = 0.5) -> None:
 def make_executor(cfg: RunConfig):
     if cfg.executor == "local":
         return LocalExecutor(cfg)
+    if cfg.executor == "ray":
+        from .rayexec import RayExecutor
+
+        return RayExecutor(cfg)
     return DatatroveExecutor(cfg)

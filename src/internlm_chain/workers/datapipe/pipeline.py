@@ -408,14 +408,17 @@ def run(cfg: RunConfig) -> dict:
         json.dump(shards, fh, indent=1)
     log(f"{len(shards)} shards, {len(cfg.segments)} passes, executor {cfg.executor}, workers {cfg.workers}")
     ex = make_executor(cfg)
-    for pass_no, seg in enumerate(cfg.segments):
-        names = [s["name"] for s in seg.doc_steps] + [s["name"] + "(collect)" for s in seg.global_steps]
-        log(f"pass {pass_no}: {', '.join(names) or 'write outputs'}")
-        ex.map_shards(pass_no, shards)
-        if seg.global_steps:
-            ex.single("decide", pass_no)
-    ex.flush()
-    finish(cfg, shards, ex)
+    try:
+        for pass_no, seg in enumerate(cfg.segments):
+            names = [s["name"] for s in seg.doc_steps] + [s["name"] + "(collect)" for s in seg.global_steps]
+            log(f"pass {pass_no}: {', '.join(names) or 'write outputs'}")
+            ex.map_shards(pass_no, shards)
+            if seg.global_steps:
+                ex.single("decide", pass_no)
+        ex.flush()
+        finish(cfg, shards, ex)
+    finally:
+        ex.close()
     log(f"done in {time.time() - t0:.1f}s")
     with open(os.path.join(cfg.out_dir, "report.json"), encoding="utf-8") as fh:
         return json.load(fh)

@@ -1,0 +1,148 @@
+"""`executor: ray`: the `ray` settings are checked before any work (located errors, exit 2), and a real
+run on a private local Ray instance (datatrove's RayPipelineExecutor, one task per shard) publishes
+exactly the files the local executor does."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from tests.conftest import runtime_python
+
+from internlm_chain.config.loader import load_chain
+from internlm_chain.errors import ChainError
+from internlm_chain.stages.registry import get_stage
+
+REPO = Path(__file__).resolve().parents[2]
+WORKERS = REPO / "src" / "internlm_chain" / "workers"
+ICHAIN = [sys.executable, "-m", "internlm_chain"]
+
+
+def _chain(write_chain, tmp_path, stage_yaml: str, name: str = "chain.yaml") -> Path:
+    (tmp_path / "corpus").mkdir(exist_ok=True)
+    if not any((tmp_path / "corpus").iterdir()):
+        (tmp_path / "corpus" / "a.jsonl").write_text('{"text": "hello"}\n', encoding="utf-8")
+    return write_chain(f"name: t\nworkdir: {tmp_path}/run-{name[:-5]}\ndevice: cpu\nstages:\n  data:\n"
+                       f"    inputs: [corpus]\n{stage_yaml}", name)
+
+
+def _context(path: Path, **kw):
+    from internlm_chain.chain.planner import Planner
+
+    return Planner(load_chain(path)).context("data", **kw)
+
+
+def _problems(path: Path) -> dict[str, str]:
+    return {p.path: p.render() for p in get_stage("data").validate(_context(path))}
+
+
+def test_ray_settings_without_ray_executor(write_chain, tmp_path):
+    path = _chain(write_chain, tmp_path, "    executor: local\n    ray:\n      address: auto\n")
+    probs = _problems(path)
+    assert list(probs) == ["stages.data.ray"]
+    assert "chain.yaml:8" in probs["stages.data.ray"] and "only with executor: ray" in probs["stages.data.ray"]
+
+
+@pytest.mark.parametrize("address, ok", [
+    ("local", True), ("auto", True), ("10.0.0.5:6379", True), ("head-node.cluster:6379", True), ("[::1]:6379", True),
+    ("ray://10.0.0.5:10001", False), ("http://10.0.0.5:6379", False), ("10.0.0.5", False), ("10.0.0.5:70000", False),
+    ("", False), ("host name:1", False),
+])
+def test_address_forms(write_chain, tmp_path, address, ok):
+    path = _chain(write_chain, tmp_path, f"    executor: ray\n    ray:\n      address: '{address}'\n")
+    probs = _problems(path)
+    if ok:
+        assert probs == {}
+    else:
+        assert list(probs) == ["stages.data.ray.address"] and "chain.yaml:9" in probs["stages.data.ray.address"]
+        assert ("Ray Client" if address.startswith("ray://") else "is not local, auto or host:port") in \
+            probs["stages.data.ray.address"]
+
+
+def test_local_instance_bounds(write_chain, tmp_path):
+    cores = os.cpu_count()
+    path = _chain(write_chain, tmp_path, f"    executor: ray\n    ray:\n      local_cpus: {cores + 1}\n")
+    assert f"this machine has {cores}" in _problems(path)["stages.data.ray.local_cpus"]
+    path = _chain(write_chain, tmp_path, "    executor: ray\n    workers: 1\n    ray:\n      cpus_per_task: 2\n")
+    assert "no task could ever start" in _problems(path)["stages.data.ray.cpus_per_task"]
+    path = _chain(write_chain, tmp_path, "    executor: ray\n    ray:\n      memory_per_task_gb: 100000\n")
+    assert "GiB but this machine has" in _problems(path)["stages.data.ray.memory_per_task_gb"]
+    path = _chain(write_chain, tmp_path, "    executor: ray\n    ray:\n      address: auto\n      local_cpus: 2\n")
+    assert "only to address: local" in _problems(path)["stages.data.ray.local_cpus"]
+    path = _chain(write_chain, tmp_path, "    executor: ray\n    ray:\n      cpus_per_task: 0\n")
+    with pytest.raises(ChainError, match="cpus_per_task"):
+        _context(path)
+    path = _chain(write_chain, tmp_path, "    executor: ray\n    ray:\n      adress: auto\n")
+    with pytest.raises(ChainError, match="adress"):
+        _context(path)
+
+
+def test_bad_ray_settings_exit_2_before_any_work(write_chain, tmp_path):
+    path = _chain(write_chain, tmp_path, "    executor: ray\n    ray:\n      address: 'ray://head:10001'\n")
+    res = subprocess.run([*ICHAIN, "data", "run", "-c", str(path)], capture_output=True, text=True)
+    assert res.returncode == 2 and "stages.data.ray.address" in res.stderr and "Traceback" not in res.stderr
+    assert not any((tmp_path / "run-chain").rglob("*"))  # no staging dir, no manifest
+
+
+def test_planned_pipeline_config(write_chain, tmp_path):
+    path = _chain(write_chain, tmp_path, "    executor: ray\n    workers: 2\n    ray:\n      address: auto\n"
+                                         "      cpus_per_task: 2\n      memory_per_task_gb: 3\n")
+    job = get_stage("data").plan(_context(path))[-1]
+    cfg = json.loads(next(iter(job.files.values())))
+    assert cfg["executor"] == "ray" and cfg["ray"] == {"address": "auto", "local_cpus": 0, "cpus_per_task": 2,
+                                                       "memory_per_task_gb": 3.0, "workers": 2}
+    # the flags form takes the defaults: a private local instance
+    res = subprocess.run([*ICHAIN, "data", "run", str(tmp_path / "corpus"), "-o", str(tmp_path / "out"), "--executor",
+                          "ray", "--dry-run", "--show-files"], capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr
+    assert '"address": "local"' in res.stdout
+
+
+def _tree(root: Path) -> dict[str, bytes]:
+    keep = ("clean/", "rejects/", "xtuner/", "internevo/", "tokenizer/", "review.jsonl")
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*"))
+            if p.is_file() and str(p.relative_to(root)).startswith(keep)}
+
+
+@pytest.mark.upstream
+def test_ray_run_equals_local_run(write_chain, tmp_path):
+    python = runtime_python("data")
+    cache = tmp_path / "cache"  # the CLI resolves the runtime through ICHAIN_CACHE: point it at the tested one
+    (cache / "envs").mkdir(parents=True)
+    (cache / "envs" / "data").symlink_to(Path(python).parent.parent)
+    env = {**os.environ, "ICHAIN_CACHE": str(cache)}
+    res = subprocess.run([*ICHAIN, "data", "demo", str(tmp_path / "corpus"), "--docs", "200"], env=env,
+                         capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr
+    common = "    workers: 2\n    tokenizer: train\n    tokenizer_vocab_size: 1000\n"
+    local = _chain(write_chain, tmp_path, common + "    executor: local\n", "local.yaml")
+    ray = _chain(write_chain, tmp_path, common + "    executor: ray\n    ray: {address: local, local_cpus: 2}\n",
+                 "ray.yaml")
+    for path in (local, ray):
+        res = subprocess.run([*ICHAIN, "data", "run", "-c", str(path)], capture_output=True, text=True, env=env,
+                             timeout=300)
+        assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    ray_out, local_out = tmp_path / "run-ray" / "data", tmp_path / "run-local" / "data"
+    log = "".join(p.read_text() for p in (tmp_path / "run-ray" / "data" / "logs").glob("*.log"))
+    assert "ray: started a local instance on 127.0.0.1 (2 CPUs" in log, log[-3000:]
+    # every pass and decision ran as datatrove Ray tasks, one per shard, all completed
+    runs = sorted((ray_out / "_work" / "datatrove").iterdir())
+    assert [r.name for r in runs] == ["00-map-0", "01-decide-0", "02-map-1", "03-map-tokenize"]
+    shards = len(json.loads((ray_out / "_work" / "shards.json").read_text()))
+    assert shards > 3
+    for r in runs:
+        want = 1 if "decide" in r.name else shards
+        assert len(list((r / "completions").iterdir())) == want and len(list((r / "logs").iterdir())) == want
+    assert not (ray_out / "_work" / "ray-tmp").exists()
+    # same documents kept, same rejects and duplicate decisions, same exports, byte for byte
+    got, want = _tree(ray_out), _tree(local_out)
+    assert any(k.startswith("internevo/") for k in want) and any(k.startswith("rejects/") for k in want)
+    assert got.keys() == want.keys() and all(got[k] == want[k] for k in want)
+    rep_ray, rep_local = (json.loads((d / "report.json").read_text()) for d in (ray_out, local_out))
+    for key in ("docs_in", "docs_kept", "malformed", "review", "dropped_per_step"):
+        assert rep_ray[key] == rep_local[key], key
+    assert rep_ray["dropped_per_step"].get("dedup_near") and rep_ray["dropped_per_step"].get("dedup_exact")
