@@ -22,12 +22,12 @@ WORKERS = REPO / "src" / "internlm_chain" / "workers"
 ICHAIN = [sys.executable, "-m", "internlm_chain"]
 
 
-def _chain(write_chain, tmp_path, stage_yaml: str, name: str = "chain.yaml") -> Path:
+def _chain(write_chain, tmp_path, stage_yaml: str, name: str = "chain.yaml", inputs: str = "[corpus]") -> Path:
     (tmp_path / "corpus").mkdir(exist_ok=True)
     if not any((tmp_path / "corpus").iterdir()):
         (tmp_path / "corpus" / "a.jsonl").write_text('{"text": "hello"}\n', encoding="utf-8")
     return write_chain(f"name: t\nworkdir: {tmp_path}/run-{name[:-5]}\ndevice: cpu\nstages:\n  data:\n"
-                       f"    inputs: [corpus]\n{stage_yaml}", name)
+                       f"    inputs: {inputs}\n{stage_yaml}", name)
 
 
 def _context(path: Path, **kw):
@@ -119,9 +119,12 @@ def test_ray_run_equals_local_run(write_chain, tmp_path):
                          capture_output=True, text=True)
     assert res.returncode == 0, res.stderr
     common = "    workers: 2\n    tokenizer: train\n    tokenizer_vocab_size: 1000\n"
-    local = _chain(write_chain, tmp_path, common + "    executor: local\n", "local.yaml")
+    # 4 of the demo's 7 shards (its planted duplicates, chats and malformed lines): each Ray task costs ~1 s
+    # of actor start-up here, so fewer shards keep the test short
+    inputs = "[corpus/web_part1.jsonl, corpus/web_part2.jsonl.gz, corpus/chat.jsonl, corpus/broken.jsonl]"
+    local = _chain(write_chain, tmp_path, common + "    executor: local\n", "local.yaml", inputs)
     ray = _chain(write_chain, tmp_path, common + "    executor: ray\n    ray: {address: local, local_cpus: 2}\n",
-                 "ray.yaml")
+                 "ray.yaml", inputs)
     for path in (local, ray):
         res = subprocess.run([*ICHAIN, "data", "run", "-c", str(path)], capture_output=True, text=True, env=env,
                              timeout=300)
@@ -133,7 +136,7 @@ def test_ray_run_equals_local_run(write_chain, tmp_path):
     runs = sorted((ray_out / "_work" / "datatrove").iterdir())
     assert [r.name for r in runs] == ["00-map-0", "01-decide-0", "02-map-1", "03-map-tokenize"]
     shards = len(json.loads((ray_out / "_work" / "shards.json").read_text()))
-    assert shards > 3
+    assert shards == 4
     for r in runs:
         want = 1 if "decide" in r.name else shards
         assert len(list((r / "completions").iterdir())) == want and len(list((r / "logs").iterdir())) == want
@@ -146,3 +149,26 @@ def test_ray_run_equals_local_run(write_chain, tmp_path):
     for key in ("docs_in", "docs_kept", "malformed", "review", "dropped_per_step"):
         assert rep_ray[key] == rep_local[key], key
     assert rep_ray["dropped_per_step"].get("dedup_near") and rep_ray["dropped_per_step"].get("dedup_exact")
+
+
+@pytest.mark.upstream
+def test_failing_ray_task_fails_the_run(tmp_path):
+    """datatrove's Ray executor only logs a task's exception: the run must still fail, naming the logs."""
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    (corpus / "a.jsonl").write_text('{"text": "hello world, this is a document"}\n')
+    bad_model = tmp_path / "model.bin"
+    bad_model.write_bytes(b"not a fastText model")  # only the task loads it
+    out = tmp_path / "out"
+    out.mkdir()
+    cfg = {"out_dir": str(out), "inputs": [str(corpus)], "workers": 1, "executor": "ray", "outputs": ["clean"],
+           "steps": [{"name": "classifier", "params": {"model": str(bad_model)}}],
+           "ray": {"address": "local", "local_cpus": 1, "cpus_per_task": 1, "memory_per_task_gb": 1, "workers": 1}}
+    (out / "pipeline.json").write_text(json.dumps(cfg))
+    res = subprocess.run([str(runtime_python("data")), "-m", "datapipe", "run", "--config", str(out / "pipeline.json")],
+                         capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(WORKERS)}, timeout=300)
+    assert res.returncode != 0
+    assert "ray: tasks [0] of 00-map-0 did not complete; logs: " in res.stderr, res.stderr[-3000:]
+    task_log = (out / "_work" / "datatrove" / "00-map-0" / "logs" / "task_00000.log").read_text()
+    assert "model.bin has wrong file format" in task_log, task_log[-2000:]
+    assert not (out / "report.json").exists() and not (out / "_work" / "ray-tmp").exists()
