@@ -172,3 +172,74 @@ def test_failing_ray_task_fails_the_run(tmp_path):
     task_log = (out / "_work" / "datatrove" / "00-map-0" / "logs" / "task_00000.log").read_text()
     assert "model.bin has wrong file format" in task_log, task_log[-2000:]
     assert not (out / "report.json").exists() and not (out / "_work" / "ray-tmp").exists()
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def ray_head(tmp_path):
+    """A running Ray 'cluster' (`ray start --head`) on loopback, whose workers cannot import datapipe
+    by themselves (no PYTHONPATH): the executor must ship it. Stopped by its own pid (never `ray stop`,
+    which would stop every Ray on the machine)."""
+    import socket
+    import time
+
+    port = _free_port()
+    ray_bin = Path(runtime_python("data")).parent / "ray"
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "RAY_ADDRESS")}
+    env["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"  # bind 127.0.0.1 only
+    log = (tmp_path / "ray-head.log").open("w")
+    proc = subprocess.Popen([str(ray_bin), "start", "--head", "--block", f"--port={port}", "--node-ip-address=127.0.0.1",
+                             "--num-cpus=2", "--include-dashboard=false", "--disable-usage-stats"],
+                            stdout=log, stderr=subprocess.STDOUT, env=env)
+    try:
+        deadline = time.time() + 90
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                assert proc.poll() is None and time.time() < deadline, (tmp_path / "ray-head.log").read_text()[-3000:]
+                time.sleep(0.5)
+        yield f"127.0.0.1:{port}"
+    finally:
+        proc.terminate()  # `ray start --block` stops the processes it started on SIGTERM
+        proc.wait(timeout=60)
+        log.close()
+
+
+def _datapipe(out: Path, inputs: list[str], executor: str, **extra):
+    out.mkdir(parents=True)
+    cfg = {"out_dir": str(out), "inputs": inputs, "workers": 2, "executor": executor, "outputs": ["clean"], **extra}
+    (out / "pipeline.json").write_text(json.dumps(cfg))
+    return subprocess.run([str(runtime_python("data")), "-m", "datapipe", "run", "--config", str(out / "pipeline.json")],
+                          capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(WORKERS)}, timeout=300)
+
+
+@pytest.mark.upstream
+def test_ray_run_on_a_running_cluster(ray_head, tmp_path):
+    corpus = tmp_path / "corpus"
+    subprocess.run([str(runtime_python("data")), "-m", "datapipe", "demo", str(corpus), "--docs", "100"],
+                   env={**os.environ, "PYTHONPATH": str(WORKERS)}, check=True, capture_output=True)
+    inputs = [str(corpus / "web_part1.jsonl"), str(corpus / "web_part2.jsonl.gz")]
+    res = _datapipe(tmp_path / "ray", inputs, "ray", ray={"address": ray_head, "workers": 2})
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    assert f"ray: connected to {ray_head} (2 CPUs)" in res.stdout and "Creating a file package" in res.stderr
+    res = _datapipe(tmp_path / "local", inputs, "local")
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    got, want = _tree(tmp_path / "ray"), _tree(tmp_path / "local")
+    assert len(want) >= 5 and got == want  # clean/, rejects/ of both shards, review.jsonl, byte for byte
+
+
+@pytest.mark.upstream
+def test_unreachable_cluster_fails_fast(tmp_path):
+    (tmp_path / "a.jsonl").write_text('{"text": "hello"}\n')
+    address = f"127.0.0.1:{_free_port()}"  # nothing listens there
+    res = _datapipe(tmp_path / "out", [str(tmp_path / "a.jsonl")], "ray", ray={"address": address})
+    assert res.returncode != 0 and f"ray: cannot reach the Ray cluster at {address}" in res.stderr, res.stderr[-2000:]

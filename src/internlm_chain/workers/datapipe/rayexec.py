@@ -13,7 +13,9 @@ packages (same Ray and Python version as this runtime).
 from __future__ import annotations
 
 import os
+import re
 import shutil
+import socket
 
 from .executors import DatatroveExecutor, ShardTask
 
@@ -26,6 +28,23 @@ GIB = 1 << 30
 def local_cpus(ray_cfg: dict) -> int:
     """CPUs of the private instance: `local_cpus`, else the run's `workers`, else every core."""
     return int(ray_cfg.get("local_cpus") or ray_cfg.get("workers") or os.cpu_count() or 1)
+
+
+def _check_reachable(address: str) -> None:
+    """ray.init retries an unreachable GCS forever: fail in seconds instead, naming the address."""
+    target = os.environ.get("RAY_ADDRESS", "") if address == "auto" else address
+    m = re.fullmatch(r"\[?([^\[\]]+?)\]?:(\d+)", target)
+    if not m:
+        return  # auto without RAY_ADDRESS: ray finds the cluster started on this machine, or says it found none
+    host, port = m[1], int(m[2])
+    if host in ("127.0.0.1", "localhost", "::1"):
+        # a head started on loopback: without this Ray rewrites the address to the host's routable one
+        os.environ[LOOPBACK_ONLY] = "0"
+    try:
+        socket.create_connection((host, port), timeout=10).close()
+    except OSError as exc:
+        raise RuntimeError(f"ray: cannot reach the Ray cluster at {target} ({exc}); is `ray start --head` "
+                           "running there, and is this the GCS port it printed?") from None
 
 
 class RayExecutor(DatatroveExecutor):
@@ -52,6 +71,8 @@ class RayExecutor(DatatroveExecutor):
         address = self.ray_cfg.get("address") or "local"
         if address == "local":
             os.environ[LOOPBACK_ONLY] = "0"
+        else:
+            _check_reachable(address)
         try:
             import ray
         except ImportError:
