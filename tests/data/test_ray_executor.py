@@ -212,6 +212,10 @@ def ray_head(tmp_path):
         proc.terminate()  # `ray start --block` stops the processes it started on SIGTERM
         proc.wait(timeout=60)
         log.close()
+        # `ray start` recorded the head for `auto`; `ray stop` would remove the record, SIGTERM does not
+        record = Path(os.environ.get("RAY_TMPDIR") or os.environ.get("TMPDIR") or "/tmp") / "ray" / "ray_current_cluster"
+        if record.exists() and record.read_text().strip() == f"127.0.0.1:{port}":
+            record.unlink()
 
 
 def _datapipe(out: Path, inputs: list[str], executor: str, **extra):
@@ -243,3 +247,24 @@ def test_unreachable_cluster_fails_fast(tmp_path):
     address = f"127.0.0.1:{_free_port()}"  # nothing listens there
     res = _datapipe(tmp_path / "out", [str(tmp_path / "a.jsonl")], "ray", ray={"address": address})
     assert res.returncode != 0 and f"ray: cannot reach the Ray cluster at {address}" in res.stderr, res.stderr[-2000:]
+
+
+@pytest.mark.upstream
+def test_auto_with_a_stale_cluster_record_fails_fast(tmp_path):
+    """`auto` follows the address the last `ray start` recorded; a dead head must not hang the run."""
+    (tmp_path / "a.jsonl").write_text('{"text": "hello"}\n')
+    record = tmp_path / "raytmp" / "ray" / "ray_current_cluster"
+    record.parent.mkdir(parents=True)
+    address = f"127.0.0.1:{_free_port()}"
+    record.write_text(address)
+    out = tmp_path / "out"
+    out.mkdir()
+    cfg = {"out_dir": str(out), "inputs": [str(tmp_path / "a.jsonl")], "executor": "ray", "outputs": ["clean"],
+           "ray": {"address": "auto"}}
+    (out / "pipeline.json").write_text(json.dumps(cfg))
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    res = subprocess.run([str(runtime_python("data")), "-m", "datapipe", "run", "--config", str(out / "pipeline.json")],
+                         capture_output=True, text=True, timeout=120,
+                         env={**env, "PYTHONPATH": str(WORKERS), "RAY_TMPDIR": str(tmp_path / "raytmp")})
+    assert res.returncode != 0 and f"cannot reach the Ray cluster at {address} (from {record}" in res.stderr, \
+        res.stderr[-2000:]

@@ -30,12 +30,26 @@ def local_cpus(ray_cfg: dict) -> int:
     return int(ray_cfg.get("local_cpus") or ray_cfg.get("workers") or os.cpu_count() or 1)
 
 
+def _auto_target() -> tuple[str, str]:
+    """What ray.init("auto") will connect to, found the way Ray finds it: RAY_ADDRESS, else the address
+    the last `ray start` on this machine recorded (it stays behind when a head dies or is killed)."""
+    if os.environ.get("RAY_ADDRESS"):
+        return os.environ["RAY_ADDRESS"], "RAY_ADDRESS"
+    tmp = os.environ.get("RAY_TMPDIR") or os.environ.get("TMPDIR") or "/tmp"
+    record = os.path.join(tmp, "ray", "ray_current_cluster")
+    try:
+        with open(record, encoding="utf-8") as fh:
+            return fh.read().strip(), record
+    except OSError:
+        return "", ""  # Ray then looks for a running head itself, or says it found none (at once)
+
+
 def _check_reachable(address: str) -> None:
     """ray.init retries an unreachable GCS forever: fail in seconds instead, naming the address."""
-    target = os.environ.get("RAY_ADDRESS", "") if address == "auto" else address
+    target, source = _auto_target() if address == "auto" else (address, "ray.address")
     m = re.fullmatch(r"\[?([^\[\]]+?)\]?:(\d+)", target)
     if not m:
-        return  # auto without RAY_ADDRESS: ray finds the cluster started on this machine, or says it found none
+        return
     host, port = m[1], int(m[2])
     if host in ("127.0.0.1", "localhost", "::1"):
         # a head started on loopback: without this Ray rewrites the address to the host's routable one
@@ -43,8 +57,8 @@ def _check_reachable(address: str) -> None:
     try:
         socket.create_connection((host, port), timeout=10).close()
     except OSError as exc:
-        raise RuntimeError(f"ray: cannot reach the Ray cluster at {target} ({exc}); is `ray start --head` "
-                           "running there, and is this the GCS port it printed?") from None
+        raise RuntimeError(f"ray: cannot reach the Ray cluster at {target} (from {source}: {exc}); is "
+                           "`ray start --head` running there, and is this the GCS port it printed?") from None
 
 
 class RayExecutor(DatatroveExecutor):
@@ -69,6 +83,7 @@ class RayExecutor(DatatroveExecutor):
         from .pipeline import log
 
         address = self.ray_cfg.get("address") or "local"
+        os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")  # no usage report from this driver
         if address == "local":
             os.environ[LOOPBACK_ONLY] = "0"
         else:
