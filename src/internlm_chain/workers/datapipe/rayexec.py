@@ -104,7 +104,11 @@ class RayExecutor(DatatroveExecutor):
             ray.init(address="local", num_cpus=cpus, num_gpus=0, include_dashboard=False,
                      object_store_memory=256 << 20, _memory=memory, runtime_env=self._runtime_env(),
                      _node_ip_address="127.0.0.1")
-            log(f"ray: started a local instance on 127.0.0.1 ({cpus} CPUs, {memory / GIB:.1f} GiB for tasks)")
+            gcs = ray.get_runtime_context().gcs_address
+            if not gcs.startswith("127.0.0.1:"):
+                ray.shutdown()
+                raise RuntimeError(f"ray: the local instance did not bind loopback only (GCS at {gcs})")
+            log(f"ray: started a local instance, GCS at {gcs} ({cpus} CPUs, {memory / GIB:.1f} GiB for tasks)")
         else:
             ray.init(address=address, runtime_env=self._runtime_env())
             log(f"ray: connected to {address} ({ray.cluster_resources().get('CPU', 0):g} CPUs)")
