@@ -24,7 +24,9 @@ fi
 echo "== ruff"
 ruff check src tests scripts
 
-R="${ICHAIN_TEST_RUNTIMES-data xtuner opencompass agent serve-cpu internevo lmdeploy}"; [ -z "$R" ] || ichain env sync --missing-ok $R  # runtimes the upstream tests use ("" = none)
+# runtimes the upstream tests use (ICHAIN_TEST_RUNTIMES="" = none)
+read -r -a runtimes <<< "${ICHAIN_TEST_RUNTIMES-data xtuner opencompass agent serve-cpu internevo lmdeploy}"
+[ "${#runtimes[@]}" -eq 0 ] || ichain env sync --missing-ok "${runtimes[@]}"
 echo "== pytest"
 set +e
 python -m pytest -q "$@"

@@ -69,8 +69,7 @@ def chain_status(loaded: LoadedChain) -> list[dict]:
                     current, row["detail"] = False, f"`{upstream[0]}` will run again first"
                 if not current and not upstream and runner.is_stopped_service(stage, fp, rec):
                     row["state"] = "stopped"
-                    row["detail"] = (f"its server is not running; `ichain {stage} serve -c {loaded.path}` restarts it now, "
-                                     "`ichain run` when a stage that uses it runs")
+                    row["detail"] = f"server not running; `ichain {stage} serve -c FILE` restarts it"
                 elif not current:
                     row["state"] = "stale"
                     row["detail"] = row["detail"] or "inputs or settings changed since it ran"

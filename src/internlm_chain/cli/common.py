@@ -30,10 +30,6 @@ Nnodes = Annotated[int, typer.Option("--nnodes", help="Nodes for distributed job
 NprocPerNode = Annotated[int, typer.Option("--nproc-per-node", help="Processes (GPUs) per node for distributed jobs.")]
 Partition = Annotated[str, typer.Option("--partition", help="Slurm partition.")]
 
-# The `name: T = Opt` spellings that cli/env.py still imports; drop them once it uses the aliases above.
-ConfigOpt = typer.Option(None, "-c", "--config", help="Chain file (YAML).")
-SetOpt = typer.Option(None, "--set", help="Override a field: --set stages.finetune.lr=1e-4 (repeatable).")
-JsonOpt = typer.Option(False, "--json", help="Machine-readable output.")
 
 
 def option_group(into: str, group: Callable) -> Callable:

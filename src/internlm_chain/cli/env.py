@@ -9,7 +9,7 @@ from pathlib import Path
 
 import typer
 
-from internlm_chain.cli.common import ConfigOpt, JsonOpt, SetOpt
+from internlm_chain.cli.common import ConfigFile, Json, Sets
 
 app = typer.Typer(help="Create and inspect the per-stage locked runtimes.", no_args_is_help=True)
 
@@ -132,8 +132,8 @@ def sync(
                                     "sees PY's packages and installs its lock without torch, triton, "
                                     "torchvision/torchaudio and the CUDA libraries (offline GPU hosts, "
                                     "vendor images)."),
-    config: Path = ConfigOpt,
-    sets: list[str] = SetOpt,
+    config: ConfigFile = None,
+    sets: Sets = None,
 ) -> None:
     """Create or update runtimes from their locks (only those whose lock changed, unless --force)."""
     from internlm_chain.cli.output import err
@@ -264,9 +264,9 @@ def _inspected(runtimes: list[str] | None, variant: str | None, config: Path | N
 @app.command("list")
 def list_(
     variant: str = VariantOpt,
-    config: Path = ConfigOpt,
-    sets: list[str] = SetOpt,
-    as_json: bool = JsonOpt,
+    config: ConfigFile = None,
+    sets: Sets = None,
+    as_json: Json = False,
 ) -> None:
     """Runtimes, their variant, path, whether synced, lock hash and size."""
     from internlm_chain.cli.output import out, print_json
@@ -306,7 +306,10 @@ def list_(
         digest = (r["lock_hash"] or "").removeprefix("sha256:")[:12] or "-"
         size = human_size(r["size_bytes"]) if r["size_bytes"] is not None else "-"
         shown = r["variant"] + (f", host torch {r['host_torch']}" if r.get("host_torch") else "")
-        table.add_row(r["runtime"], shown, r["path"], synced, digest, size)
+        # the title names the cache: a path inside it is shown relative, so the table stays readable
+        path = Path(r["path"])
+        shown_path = str(path.relative_to(cache)) if path.is_relative_to(cache) else r["path"]
+        table.add_row(r["runtime"], shown, shown_path, synced, digest, size)
     out.print(table)
 
 
@@ -315,9 +318,9 @@ def list_(
 def doctor(
     runtimes: list[str] = RuntimesArg,
     variant: str = VariantOpt,
-    config: Path = ConfigOpt,
-    sets: list[str] = SetOpt,
-    as_json: bool = JsonOpt,
+    config: ConfigFile = None,
+    sets: Sets = None,
+    as_json: Json = False,
 ) -> None:
     """Check each runtime (interpreter, versions vs lock, upstream import) and the machine; exit 1 if wrong."""
     from internlm_chain.cli.output import out, print_json
@@ -387,7 +390,7 @@ def wheels(
     split_mib: float = typer.Option(None, "--split-mib", help="Then split the folder into DEST/bundles/NN of at "
                                     "most this many MiB each (bigger files in parts; join with "
                                     "runtimes/bundles.py join)."),
-    as_json: bool = JsonOpt,
+    as_json: Json = False,
 ) -> None:
     """Download every wheel a host needs to sync RUNTIMES (and install ichain) without any index."""
     from internlm_chain.cli.output import err, out, print_json
