@@ -93,7 +93,15 @@ class ServiceStage(EchoStage):
         return not os.environ.get("FAKE_SERVICE_DOWN")
 
 
+class RejectingStage(EchoStage):
+    """Its settings never validate: a mistake in the last stage of a chain."""
+
+    def validate(self, ctx):
+        return [ctx.problem("plugin", "rejected on purpose", "the runner must say so before any stage runs")]
+
+
 ECHO = EchoStage()
+REJECT_AFTER_DEPLOY = RejectingStage(("deploy",))
 SERVICE = ServiceStage(("finetune",))
 NEEDS_DATA = EchoStage(("data",))
 NEEDS_PRETRAIN = EchoStage(("pretrain",))

@@ -99,6 +99,17 @@ def test_unsynced_runtime_is_one_clear_line(fake_chain, tmp_path):
     assert manifest(chain.parent / "wd")["stages"].get("finetune") is None  # nothing started
 
 
+def test_every_stage_is_checked_before_the_first_one_runs(fake_chain, tmp_path):
+    """A bad last stage, and a runtime a middle stage needs but nobody synced: both reported, nothing ran."""
+    chain = fake_chain({"data": "ECHO", "finetune": "XTUNER", "deploy": "SERVICE", "agent": "REJECT_AFTER_DEPLOY"})
+    proc = ichain("run", chain, "-q", env={"ICHAIN_CACHE": str(tmp_path / "empty-cache")})
+    assert proc.returncode == 2, proc.stderr
+    assert "runtime 'xtuner' is not synced" in proc.stderr and "stages.agent.plugin: rejected on purpose" in proc.stderr
+    assert "2 problems found" in proc.stderr
+    assert not (chain.parent / "wd" / "manifest.json").exists()  # not even data started
+    assert not (chain.parent / "wd" / ".staging").exists()
+
+
 def test_failed_job_is_recorded_and_reported(fake_chain):
     chain = fake_chain({"data": "ECHO", "pretrain": "NEEDS_DATA"})
     wd = chain.parent / "wd"

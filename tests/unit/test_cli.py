@@ -102,3 +102,15 @@ def test_stage_verb_on_a_stage_missing_from_the_chain(capsys, write_chain):
 def test_usage_error_is_clean(capsys):
     r = run_cli(capsys, "config", "validate")
     assert r.code == 2 and "Traceback" not in r.err
+
+
+def test_one_error_per_cause_for_a_reference_the_producer_cannot_fill(capsys):
+    """merge: false leaves finetune without `model`; eval and deploy refer to it: one error each, not two."""
+    from pathlib import Path
+
+    chain = Path(__file__).resolve().parents[2] / "configs" / "quickstart.yaml"
+    r = run_cli(capsys, "config", "validate", chain, "--set", "stages.finetune.merge=false")
+    assert r.code == 2
+    lines = [line for line in r.err.splitlines() if line.startswith("error:")]
+    assert [line.split(": ")[2] for line in lines] == ["stages.eval.models.1.path", "stages.deploy.model"], r.err
+    assert all("yields no `model` output" in line for line in lines) and "does not exist yet" not in r.err

@@ -39,7 +39,7 @@ def finished_run(write_chain, tmp_path):
     m = Manifest(chain="demo", chain_file=str(chain), version="test", stages={
         "finetune": StageRecord(state="done", fingerprint="f" * 64, started=now - 5, ended=now, duration_s=5.0,
                                 metrics={"final_loss": 1.25, "loss_curve": [3.0, 2.0, 1.25]},
-                                outputs={"model": HFModel(path=str(work / "finetune"), fingerprint="sha256:ab",
+                                outputs={"model": HFModel(path=str(work / "finetune"), fingerprint="sha256:" + "ab" * 32,
                                                           chat_template="internlm2_chat")},
                                 commands=["cd /x && python -m xtuner.tools.train cfg.py"]),
         "eval": StageRecord(state="failed", error="job run exited with code 1",
@@ -57,7 +57,9 @@ def test_report_is_self_contained(capsys, finished_run, tmp_path):
     assert r.code == 0, r.err
     page = out.read_text()
     assert page.count("<img") == 2 and "src=\"http" not in page and "<script" not in page
-    assert "final_loss" in page and "sha256:ab" in page and "job run exited with code 1" in page
+    assert "final_loss" in page and "job run exited with code 1" in page
+    # each artifact's content hash: short in the table, whole in the cell's title
+    assert f"<code title='sha256:{'ab' * 32}'>sha256:{'ab' * 8}…</code>" in page
     assert "use &lt;calc&gt;" in page  # transcripts are escaped, not injected
 
 

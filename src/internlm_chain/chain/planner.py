@@ -20,6 +20,11 @@ from internlm_chain.stages.base import Stage, StageContext
 from internlm_chain.stages.registry import get_stage, load_plugin
 
 
+class MissingReference(Problem):
+    """A `${stages.S.outputs.O}` the planner could not resolve. Stage S's own validation may already name
+    the cause at the same field (e.g. finetune with merge: false has no `model`); then this one is noise."""
+
+
 class Planner:
     """Builds each stage's context: resolved settings, inputs from earlier stages, staging directory."""
 
@@ -82,9 +87,14 @@ class Planner:
             src, out = REFERENCE.match(expr).groups()
             art = self.artifacts.get(f"{src}.{out}")
             if art is None:
-                problems.append(self.loaded.problem(
-                    path, f"needs `{src}.outputs.{out}`, which does not exist yet",
-                    f"run `ichain run {self.loaded.path.name} --only {src}` first"))
+                known = sorted(k.split(".", 1)[1] for k in self.artifacts if k.split(".", 1)[0] == src)
+                if known:  # the stage is planned (or ran) and has other outputs: running it will not help
+                    found = self.loaded.problem(path, f"`{src}` has no output `{out}`", "its outputs are "
+                                                + ", ".join(known))
+                else:
+                    found = self.loaded.problem(path, f"needs `{src}.outputs.{out}`, which does not exist yet",
+                                                f"run `ichain run {self.loaded.path.name} --only {src}` first")
+                problems.append(MissingReference(**vars(found)))
                 return m.group(0)
             return art.path
 

@@ -196,6 +196,35 @@ class ChainRunner:
             self.planner.artifacts.update(self.planner.predicted_outputs(ctx))
         return outcomes
 
+    def preflight(self, stages: list[str]) -> list[Problem]:
+        """Every problem of every stage the run would start — settings, inputs as they will be, runtimes —
+        collected before the first job starts, so a mistake in the last stage costs seconds, not the
+        hours of the stages before it. Like the dry-run, later stages see earlier ones' predicted outputs."""
+        from internlm_chain.chain.validate import drop_echoes
+
+        problems: list[Problem] = []
+        coming: set[str] = set()
+        for stage in stages:
+            try:
+                ctx, _, current = self._prepare(stage, coming)
+            except ChainError as exc:
+                problems += exc.problems
+                coming.add(stage)  # its dependants are judged as if it will run; their own faults still show
+                try:
+                    self.planner.artifacts.update(self.planner.predicted_outputs(self.planner.context(stage)))
+                except ChainError:
+                    pass
+                continue
+            if current and not coming.intersection(self.planner.dependencies(stage)):
+                continue
+            try:
+                self._check_runnable(stage, self._planned(stage, ctx))
+            except ChainError as exc:
+                problems += exc.problems
+            coming.add(stage)
+            self.planner.artifacts.update(self.planner.predicted_outputs(ctx))
+        return drop_echoes(problems)
+
     # ---- real run --------------------------------------------------------------------------------
     def run(self, stages: list[str]) -> list[StageOutcome]:
         outcomes: list[StageOutcome] = []
@@ -206,6 +235,9 @@ class ChainRunner:
             self.manifest.chain = self.loaded.config.name
             self.manifest.chain_file = str(self.loaded.path)
             self.manifest.version = __version__
+            problems = ChainRunner(self.loaded, force=self.force).preflight(stages)
+            if problems:
+                raise ChainError(problems)
             for i, stage in enumerate(stages):
                 outcomes.append(self._run_stage(stage, later=stages[i + 1:]))
                 if outcomes[-1].status == "submitted":  # later stages need its outputs: collect first

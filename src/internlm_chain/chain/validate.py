@@ -18,4 +18,12 @@ def validate_chain(path: Path, overrides: Sequence[str] = ()) -> tuple[LoadedCha
     problems: list[Problem] = []
     for stage in loaded.config.enabled_stages():
         problems += planner.validate_stage(stage)
-    return loaded, problems
+    return loaded, drop_echoes(problems)
+
+
+def drop_echoes(problems: list[Problem]) -> list[Problem]:
+    """One error per cause: an unresolved reference at a field another problem already explains goes."""
+    from internlm_chain.chain.planner import MissingReference
+
+    explained = {p.path for p in problems if not isinstance(p, MissingReference)}
+    return [p for p in problems if not (isinstance(p, MissingReference) and p.path in explained)]

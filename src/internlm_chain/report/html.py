@@ -69,12 +69,18 @@ def _metrics_table(metrics: dict) -> str:
     return "<table>" + "".join(rows) + "</table>" if rows else ""
 
 
+def _short(fingerprint: str) -> str:
+    """Enough of a content hash to tell artifacts apart; the whole one is the cell's title (hover, copy)."""
+    algo, _, digest = fingerprint.partition(":")
+    return f"{algo}:{digest[:16]}…" if digest and len(digest) > 16 else fingerprint
+
+
 def _outputs_table(record: StageRecord) -> str:
     rows = []
     for name, art in record.outputs.items():
         extra = f" (served as <code>{_esc(art.served_name)}</code>)" if isinstance(art, Endpoint) else ""
         rows.append(f"<tr><td>{_esc(name)}</td><td>{_esc(art.kind)}</td><td><code>{_esc(art.path)}</code>{extra}"
-                    f"</td><td><code>{_esc(art.fingerprint)}</code></td><td>{_esc(art.chat_template or '')}</td></tr>")
+                    f"</td><td><code title='{_esc(art.fingerprint)}'>{_esc(_short(art.fingerprint))}</code></td><td>{_esc(art.chat_template or '')}</td></tr>")
     if not rows:
         return ""
     return ("<table><tr><th>output</th><th>kind</th><th>where</th><th>fingerprint</th><th>chat template</th></tr>"

@@ -8,8 +8,9 @@
    XTuner, OpenCompass and LMDeploy without remote code.
 4. Build InternEvo's own model from the merged weights (one CPU process, fp32) and save its logits on
    a fixed probe batch; workers/pretrain_verify_hf.py compares them with transformers' logits of the
-   converted model (in a runtime whose transformers knows grouped-query Llama: this runtime's
-   transformers<4.30 predates `num_key_value_heads`).
+   converted model in the xtuner runtime, so the check uses the transformers that fine-tuning will
+   load the model with (this runtime carries transformers only because InternEvo's model registry
+   imports its llava code).
 
 stdlib + torch/numpy/internlm only; never imports internlm_chain.
 """
