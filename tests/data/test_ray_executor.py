@@ -233,13 +233,34 @@ def test_ray_run_on_a_running_cluster(ray_head, tmp_path):
     subprocess.run([str(runtime_python("data")), "-m", "datapipe", "demo", str(corpus), "--docs", "100"],
                    env={**os.environ, "PYTHONPATH": str(WORKERS)}, check=True, capture_output=True)
     inputs = [str(corpus / "web_part1.jsonl"), str(corpus / "web_part2.jsonl.gz")]
-    res = _datapipe(tmp_path / "ray", inputs, "ray", ray={"address": ray_head, "workers": 2})
+    out = tmp_path / "ray"
+    # keep the pass files, so a finished run can play an interrupted one below
+    res = _datapipe(out, inputs, "ray", ray={"address": ray_head, "workers": 2}, keep_work=True)
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
     assert f"ray: connected to {ray_head} (2 CPUs)" in res.stdout and "Creating a file package" in res.stderr
     res = _datapipe(tmp_path / "local", inputs, "local")
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
-    got, want = _tree(tmp_path / "ray"), _tree(tmp_path / "local")
+    got, want = _tree(out), _tree(tmp_path / "local")
     assert len(want) >= 5 and got == want  # clean/, rejects/ of both shards, review.jsonl, byte for byte
+
+    def rerun():
+        r = subprocess.run([str(runtime_python("data")), "-m", "datapipe", "run", "--config", str(out / "pipeline.json")],
+                           capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(WORKERS)}, timeout=300)
+        assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+        return r
+
+    # every task has its completion file: the re-run does not even connect to Ray
+    assert "ray: connected" not in rerun().stdout
+    # the final pass lost one shard's completion file, marker and output: only that task runs again
+    runs = sorted((out / "_work" / "datatrove").iterdir())
+    victim = sorted((runs[-1] / "completions").iterdir())[0]
+    sid = json.loads((out / "_work" / "shards.json").read_text())[int(victim.name)]["id"]
+    victim.unlink()
+    (out / "_work" / "markers" / "p1" / f"{sid}.done").unlink()
+    (out / "clean" / f"{sid}.jsonl").unlink()
+    res = rerun()
+    assert "ray: connected" in res.stdout and "Will run pipeline on 1 incomplete ranks out of 2 total" in res.stderr
+    assert _tree(out) == want
 
 
 @pytest.mark.upstream
