@@ -17,12 +17,13 @@ from internlm_chain.workers import pretrain_rules
 TORCHRUN8 = "launcher: {kind: torchrun, nproc_per_node: 8, master_port: 29500}\n"
 
 
-def problems(write_chain, tmp_path, pretrain: str, device="cuda", launcher=TORCHRUN8, extra="", data=None):
+def problems(write_chain, tmp_path, pretrain: str, device="cuda", launcher=TORCHRUN8, extra="", data=None,
+             data_opts=""):
     from internlm_chain.chain.planner import Planner
 
     fake_internevo_data(tmp_path / "data")
     fake_tokenizer(tmp_path / "tok", 92544)
-    body = f"data: {{path: {data or tmp_path / 'data'}, seq_len: 2048}}\ntokenizer: {tmp_path}/tok\n" + pretrain
+    body = f"data: {{path: {data or tmp_path / 'data'}, seq_len: 2048{data_opts}}}\ntokenizer: {tmp_path}/tok\n" + pretrain
     path = write_chain(chain_text(tmp_path, body, device=device, launcher=launcher, extra=extra))
     loaded = load_chain(path)
     return get_stage("pretrain").validate(Planner(loaded).context("pretrain"))
@@ -37,10 +38,14 @@ def by_path(found):
     (TORCHRUN8, "parallel: {zero1: 8}"),
     (TORCHRUN8, "parallel: {zero1: 4, tensor: {size: 2, mode: fsp}}"),
     (TORCHRUN8, "parallel: {zero1: 2, tensor: {size: 2}, pipeline: {size: 2}}"),
-    (TORCHRUN8, "parallel: {zero1: -1, tensor: {size: 2, mode: isp}, weight: {size: 4}}"),
+    (TORCHRUN8, "parallel: {zero1: -1, tensor: {size: 2, mode: isp}, weight: {size: 4}}\nuse_flash_attn: true"),
+    (TORCHRUN8, "parallel: {tensor: {size: 2, mode: msp}}|, micro_bsz: 1"),
+    (TORCHRUN8, "parallel: {pipeline: {size: 2, num_chunks: 2, interleaved_overlap: true}}|, micro_num: 4"),
 ])
 def test_good_parallel_settings(write_chain, tmp_path, launcher, parallel):
-    assert problems(write_chain, tmp_path, f"model: {{preset: internlm2-7b}}\n{parallel}", launcher=launcher) == []
+    parallel, _, data_opts = parallel.partition("|")
+    assert problems(write_chain, tmp_path, f"model: {{preset: internlm2-7b}}\n{parallel}", launcher=launcher,
+                    data_opts=data_opts) == []
 
 
 def test_tensor_size_3_on_8_gpus(write_chain, tmp_path):
@@ -135,3 +140,35 @@ def test_config_validate_cli_catches_rules_without_the_runtime(write_chain, tmp_
         assert res.returncode == 2, res.stderr
         assert "stages.pretrain.parallel.tensor.size" in res.stderr and "InternEvo rule" in res.stderr
         assert "Traceback" not in res.stderr
+
+
+@pytest.mark.parametrize("pretrain,field,says", [
+    # InternEvo 0.5.2 runs these but trains a wrong model (measured on CPU, see docs/pretrain.md)
+    ("parallel: {tensor: {size: 1, mode: isp}, weight: {size: 2}}\nuse_flash_attn: true", "parallel.tensor.size",
+     "layer-norm weights are trained separately on each weight-parallel rank"),
+    ("parallel: {tensor: {size: 2, mode: isp}, weight: {size: 2}}", "parallel.tensor.mode",
+     "needs packed data (use_flash_attn)"),
+    ("parallel: {tensor: {size: 2, mode: fsp}}|, micro_bsz: 2", "data.micro_bsz",
+     "needs micro_bsz 1 (it is 2)"),
+    ("parallel: {pipeline: {size: 2, num_chunks: 2}}", "parallel.pipeline.interleaved_overlap",
+     "num_chunks > 1 needs interleaved_overlap"),
+    ("parallel: {pipeline: {size: 1, num_chunks: 2, interleaved_overlap: true}}", "parallel.pipeline.num_chunks",
+     "needs a pipeline"),
+    ("parallel: {pipeline: {size: 4, num_chunks: 3, interleaved_overlap: true}}|, micro_num: 4",
+     "model.num_layers", "32 layers cannot be cut into 3 model chunks"),
+    ("parallel: {pipeline: {size: 2, num_chunks: 2, interleaved_overlap: true}}|, micro_num: 3",
+     "data.micro_num", "multiple of the pipeline size 2"),
+])
+def test_layouts_internevo_gets_wrong_or_refuses(write_chain, tmp_path, pretrain, field, says):
+    pretrain, _, data_opts = pretrain.partition("|")
+    found = by_path(problems(write_chain, tmp_path, "model: {preset: internlm2-7b}\n" + pretrain, data_opts=data_opts))
+    assert says in found[f"stages.pretrain.{field}"].message, found
+
+
+def test_isp_in_cpu_smoke_mode_is_refused_with_what_works(write_chain, tmp_path):
+    found = problems(write_chain, tmp_path, "model: {preset: tiny}\nparallel: {tensor: {size: 2, mode: isp}, "
+                     "weight: {size: 2}}", device="cpu",
+                     launcher="launcher: {kind: torchrun, nproc_per_node: 2}\n")
+    assert [p.path for p in found] == ["stages.pretrain.parallel.tensor.mode"]
+    assert "isp cannot train correctly in CPU smoke mode" in found[0].message
+    assert "tensor.mode mtp" in found[0].hint and "use_flash_attn: true" in found[0].hint

@@ -96,6 +96,41 @@ def cpu_smoke_patches() -> None:
             acc.is_available = is_available
 
     parallel_context.ParallelContext.set_seed = cpu_set_seed
+    _flat_collectives()
+
+
+def _flat_collectives() -> None:
+    """Give gloo the two collectives the way NCCL takes them (ISP and sequence parallel use them).
+
+    - NCCL's all_gather_into_tensor / reduce_scatter_tensor only check element counts: the big tensor is
+      the ranks' tensors laid end to end. InternEvo relies on that and gathers activations "along dim 1"
+      into a [1, ws·seq, h] buffer; gloo insists on [ws·n, ...] and raises `invalid tensor size`. The
+      same memory viewed as [ws·n, ...] is exactly what NCCL would write.
+    - ISP all-gathers weight shards, which require grad. gloo copies into views of the output when the
+      work is waited on, and autograd refuses that in-place copy (`A view was created in no_grad mode and
+      is being modified inplace`); NCCL writes the buffer directly. c10d collectives are not
+      differentiable either way (InternEvo reduce-scatters the gradients itself): the input is detached.
+    """
+    import torch.distributed as dist
+
+    gather, scatter = dist.all_gather_into_tensor, dist.reduce_scatter_tensor
+
+    def as_stack(big, small):
+        n = big.numel() // max(1, small.numel())
+        if big.is_contiguous() and big.numel() == n * small.numel() and big.shape[:1] != (n * small.shape[0],):
+            return big.view(n * small.shape[0], *small.shape[1:])
+        return big
+
+    def all_gather_into_tensor(output_tensor, input_tensor, *args, **kwargs):
+        input_tensor = input_tensor.detach().contiguous()
+        return gather(as_stack(output_tensor, input_tensor), input_tensor, *args, **kwargs)
+
+    def reduce_scatter_tensor(output, input, *args, **kwargs):
+        input = input.detach().contiguous()
+        return scatter(output, as_stack(input, output), *args, **kwargs)
+
+    dist.all_gather_into_tensor = all_gather_into_tensor
+    dist.reduce_scatter_tensor = reduce_scatter_tensor
 
 
 PROBE_SHAPE = (2, 12)

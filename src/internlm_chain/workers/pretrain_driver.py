@@ -206,8 +206,12 @@ def main(argv=None) -> int:
 def _save_probe(model, path: str, writer: bool) -> None:
     """Logits of the model as trained — still sharded over its ranks — on the probe batch.
 
-    Compared with the merged HF model, this checks the shard merge itself, not just the layout. Only
-    without pipeline or sequence parallelism: there a plain forward call is not the whole model.
+    Compared with the merged HF model, this checks the shard merge itself, not just the layout.
+    - No pipeline: one forward call. Under msp/fsp/isp the embedding splits the sequence over the tensor
+      group and the head gathers it back, with parallel_output off the logits are whole on every rank.
+    - Pipeline (interleaved too): the stages' model chunks run in forward order, the hidden state is
+      broadcast from each stage to all ranks. Not under sequence parallel with tensor size > 1, where a
+      stage's hidden state is itself split over the tensor group.
     """
     import numpy as np
     import torch
@@ -215,15 +219,55 @@ def _save_probe(model, path: str, writer: bool) -> None:
     from internlm.core.context import global_context as gpc
     from internlm.utils.common import get_current_device
 
-    if gpc.get_world_size(ParallelMode.PIPELINE) > 1 or gpc.config.parallel.tensor.mode != "mtp" \
-            or gpc.config.model.get("parallel_output", False):
+    pp = gpc.get_world_size(ParallelMode.PIPELINE)
+    tp = gpc.get_world_size(ParallelMode.TENSOR)
+    if gpc.config.model.get("parallel_output", False):
+        return  # vocab-sharded logits: the head does not gather them
+    if pp > 1 and gpc.config.parallel.tensor.mode != "mtp" and tp > 1:
         return
-    ids = probe_input_ids(gpc.config.model.vocab_size)
-    model.eval()
+    ids = probe_input_ids(gpc.config.model.vocab_size).to(get_current_device())
+    kwargs = {}
+    if gpc.config.parallel.tensor.mode != "mtp" and tp > 1:
+        # one row: sequence-parallel gathers lay rank blocks end to end (see pretrain_rules); under isp the
+        # positions are split over the tensor group the way packed_data_normalizer splits them
+        ids = ids[:1]
+        if gpc.config.parallel.tensor.mode == "isp":
+            kwargs["indexes"] = torch.arange(ids.shape[1], device=ids.device).chunk(tp)[
+                gpc.get_local_rank(ParallelMode.TENSOR)]
+    chunks = list(model) if isinstance(model, torch.nn.ModuleList) else [model]
+    for chunk in chunks:
+        chunk.eval()
     with torch.no_grad():
-        logits = model(input_ids=ids.to(get_current_device())).float().cpu().numpy()
+        if pp == 1:
+            logits = chunks[0](input_ids=ids, **kwargs)
+        else:
+            logits = _staged_forward(chunks, ids, pp)
     if writer:
-        np.savez(path, input_ids=ids.numpy(), logits=logits, dtype=np.array(str(gpc.config.model.dtype)))
+        np.savez(path, input_ids=ids.cpu().numpy(), logits=logits.float().cpu().numpy(),
+                 dtype=np.array(str(gpc.config.model.dtype)))
+
+
+def _staged_forward(chunks, ids, pp: int):
+    """Chunk c of stage p holds the c-th block of layers' p-th part (partition_uniform): run them in the
+    order (c, p); every rank of stage p runs its chunk (its tensor group takes part), then the first rank
+    of the stage (ranks are laid out pipeline-outermost) broadcasts the result to everyone."""
+    import torch.distributed as dist
+    from internlm.core.context import ParallelMode
+    from internlm.core.context import global_context as gpc
+
+    stage = gpc.get_local_rank(ParallelMode.PIPELINE)
+    per_stage = gpc.get_world_size(ParallelMode.GLOBAL) // pp
+    hidden = None
+    for c in range(len(chunks)):
+        for p in range(pp):
+            out = [None]
+            if p == stage:
+                first = c == 0 and p == 0
+                result = chunks[c](input_ids=ids) if first else chunks[c](hidden_states=hidden)
+                out = [result.cpu()]
+            dist.broadcast_object_list(out, src=p * per_stage)
+            hidden = out[0].to(ids.device)
+    return hidden
 
 
 def _load_new_batch(train_dl, train_iter, train_state):

@@ -121,9 +121,18 @@ def check(cfg: dict, world_size: int) -> list[tuple[str, str, str]]:
     if checkpoint is not True and checkpoint is not False and not 0 <= checkpoint <= 1:
         bad("model.checkpoint", f"activation checkpoint share {checkpoint} is not within [0, 1]",
             "args_sanity_check: model.checkpoint >= 0 and <= 1")
-    if model.get("num_chunks", 1) > 1 and not par.get("pipeline", {}).get("interleaved_overlap", False):
+    chunks = model.get("num_chunks", 1)
+    if chunks > 1 and not par.get("pipeline", {}).get("interleaved_overlap", False):
         bad("parallel.pipeline.interleaved_overlap", "num_chunks > 1 needs interleaved_overlap",
             "args_sanity_check: only interleaved pipeline scheduler with overlap")
+    if chunks > 1 and pp == 1:
+        bad("parallel.pipeline.num_chunks", f"num_chunks {chunks} needs a pipeline (pipeline size is 1)",
+            "initialize_trainer: only the pipeline scheduler runs model chunks")
+    if chunks > 1 and pp > 1 and data.get("micro_num", 1) % pp:
+        bad("data.micro_num", f"the interleaved pipeline needs micro_num {data.get('micro_num', 1)} to be a multiple "
+            f"of the pipeline size {pp}",
+            "InterleavedPipelineScheduler: num_microbatches % pipeline parallel size == 0")
+    out += _sequence_parallel_rules(mode, tp, wp, bool(packed), data.get("micro_bsz", 1))
     if ckpt.get("enable_save_ckpt", True):
         if not ckpt.get("checkpoint_every", 0) or ckpt["checkpoint_every"] <= 0:
             bad("ckpt.checkpoint_every", "saving checkpoints needs checkpoint_every > 0",
@@ -141,11 +150,35 @@ def check(cfg: dict, world_size: int) -> list[tuple[str, str, str]]:
             f"micro_bsz {data.get('micro_bsz', 1)}",
             "data/tokenized/batch_sampler.py (StaticBatchSampler): batch_size % micro_bsz == 0 under pipeline "
             "parallel")
-    out += _shape_rules(model, tp, pp, mode)
+    out += _shape_rules(model, tp, pp, mode, chunks)
     return out
 
 
-def _shape_rules(model: dict, tp: int, pp: int, mode: str) -> list[tuple[str, str, str]]:
+def _sequence_parallel_rules(mode: str, tp: int, wp: int, packed: bool, micro_bsz: int) -> list:
+    """Layouts InternEvo 0.5.2 runs but computes wrongly (measured on CPU with NCCL's collective layout;
+    see docs/pretrain.md)."""
+    out = []
+    if mode == "isp" and wp > 1 and tp == 1:
+        out.append(("parallel.tensor.size",
+                    f"isp with weight parallel {wp} needs tensor size > 1: with tensor size 1 the layer-norm "
+                    "weights are trained separately on each weight-parallel rank and drift apart",
+                    "hybrid_zero_optim.py reduces layer-norm gradients over the weight-parallel group only under "
+                    "is_using_sequence_parallel() (tensor size > 1); otherwise only over weight-data parallel"))
+    if mode == "isp" and tp > 1 and not packed:
+        out.append(("parallel.tensor.mode",
+                    f"isp over {tp} sequence-parallel ranks needs packed data (use_flash_attn): unpacked batches "
+                    "lose their position indexes and every rank applies RoPE from position 0",
+                    "data/utils.py: unpack_data drops `indexes`; only packed_data_normalizer splits them for isp"))
+    elif mode in ("msp", "fsp", "isp") and tp > 1 and not packed and micro_bsz > 1:
+        out.append(("data.micro_bsz",
+                    f"sequence parallel ({mode}) over {tp} ranks without packed data needs micro_bsz 1 (it is "
+                    f"{micro_bsz}): the gathered activations interleave the batch rows",
+                    "core/parallel/comm/utils.py: all_gather_raw gathers [micro_bsz, seq/tp, h] blocks end to end "
+                    "into a [micro_bsz, seq, h] buffer, which is a gather along the sequence only for one row"))
+    return out
+
+
+def _shape_rules(model: dict, tp: int, pp: int, mode: str, chunks: int = 1) -> list[tuple[str, str, str]]:
     out = []
     h, heads = model.get("hidden_size", 0), model.get("num_attention_heads", 1)
     kv = model.get("num_kv_attention_heads", heads)
@@ -168,9 +201,14 @@ def _shape_rules(model: dict, tp: int, pp: int, mode: str) -> list[tuple[str, st
         if h % tp:
             out.append(("model.hidden_size", f"hidden_size {h} cannot be split over {tp} ranks",
                         "Embedding1D (embed_split_hidden) shards the hidden dimension"))
-    if pp > model.get("num_layers", 0):
-        out.append(("model.num_layers", f"{model.get('num_layers')} layers cannot fill {pp} pipeline stages",
-                    "partition_uniform gives every pipeline stage at least one layer"))
+    layers = model.get("num_layers", 0)
+    if chunks > 1 and layers % chunks:
+        out.append(("model.num_layers", f"{layers} layers cannot be cut into {chunks} model chunks",
+                    "partition_uniform: num_layers % num_chunks == 0"))
+    elif pp > layers // max(1, chunks):
+        what = f"{layers // chunks} layers per chunk" if chunks > 1 else f"{layers} layers"
+        out.append(("model.num_layers", f"{what} cannot fill {pp} pipeline stages",
+                    "partition_uniform gives every pipeline stage at least one layer per chunk"))
     return out
 
 

@@ -1,8 +1,11 @@
 """InternEvo checkpoint → Hugging Face Llama-layout model (runs inside the `internevo` runtime, on CPU).
 
-1. Pick the newest complete checkpoint (`<folder>/<step>/model_tp{t}_pp{p}.pt`, or `_wp{w}` for isp).
+1. Pick the newest step folder holding exactly the model files InternEvo writes for the configured layout
+   (`model_tp{t}_pp{p}.pt`; under isp `model_tp{t}_wp{w}_pp{p}.pt` for the ranks that save).
 2. Merge tensor/weight-parallel shards (column-parallel linears along dim 0, row-parallel along dim 1,
-   the embedding along the hidden dimension) and renumber pipeline stages' layers.
+   every linear along dim 0 over the weight group under isp, the embedding along the hidden dimension and
+   the head along the vocabulary over the tensor group), check replicated tensors agree, and give each
+   pipeline stage's (and interleaved model chunk's) layers their global numbers.
 3. Write LlamaForCausalLM weights (safetensors, sharded above 4 GiB), config.json,
    generation_config.json and the tokenizer (with its chat template): loadable by transformers,
    XTuner, OpenCompass and LMDeploy without remote code.
@@ -25,13 +28,15 @@ import shutil
 import socket
 import struct
 import sys
-from collections import defaultdict
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 SHARD_RE = re.compile(r"^model_tp(\d+)(?:_wp(\d+))?_pp(\d+)\.pt$")
-COLUMN = ("wqkv", "wq", "wk", "wv", "w1", "w3", "output")  # split along the output (dim 0)
-ROW = ("wo", "w2")  # split along the input (dim 1), except under isp (weight parallel splits dim 0)
+# how InternEvo shards each linear (core/parallel/shard.py:get_parallel_strategies_split_mode): the
+# output head and embedding always over the tensor group; other linears over the tensor group (mtp, msp,
+# fsp) or the weight group (isp). "column" = nn.Linear weight split along dim 0 (outputs), "row" = dim 1.
+COLUMN = ("wqkv", "wq", "wk", "wv", "w1", "w3")
+ROW = ("wo", "w2")  # row-parallel under mtp/msp/fsp; under isp every linear is column-split over wp
 SHARD_BYTES = 4 << 30
 # Applied only when the tokenizer brings no chat template of its own.
 CHAT_TEMPLATES = {
@@ -57,62 +62,142 @@ def shard_files(step_dir: str) -> dict[tuple[int, int, int], str]:
     return out
 
 
-def latest_checkpoint(folder: str, expected_shards: int) -> tuple[int, str]:
-    """The newest step folder holding all model shards (a run killed mid-save leaves an incomplete one)."""
+def expected_shards(tp: int, wp: int, pp: int, isp: bool) -> set[tuple[int, int, int]]:
+    """The (tp, wp, pp) ranks whose model files InternEvo's save_model_checkpoint writes.
+
+    Without isp: rank (t, dp t % dp) of each tensor group writes model_tp{t}_pp{p}.pt. Under isp every rank
+    with weight-data-parallel rank 0 or data-parallel rank 0 writes model_tp{t}_wp{w}_pp{p}.pt. Tensor and
+    weight groups are runs of consecutive ranks inside a pipeline stage, data and weight-data groups stride
+    over them (core/context/process_group_initializer.py), so stage-local rank l has tp rank l % tp, wp rank
+    l % wp, dp rank l // tp, wdp rank l // wp: the writers are l < max(tp, wp). With tp 2 and wp 2 that is
+    tp0_wp0 and tp1_wp1 — not a tp × wp grid.
+    """
+    if isp:
+        pairs = {(rank % tp, rank % wp) for rank in range(max(tp, wp))}
+    else:
+        pairs = {(t, 0) for t in range(tp)}
+    return {(t, w, p) for t, w in pairs for p in range(pp)}
+
+
+def latest_checkpoint(folder: str, expected: set[tuple[int, int, int]]) -> tuple[int, str]:
+    """The newest step folder holding exactly the expected model shards (a run killed mid-save leaves an
+    incomplete one; a folder written under another parallel layout is not this run's)."""
     steps = sorted((int(d), os.path.join(folder, d)) for d in os.listdir(folder)
                    if d.isdigit() and os.path.isdir(os.path.join(folder, d)))
+    seen = []
     for step, path in reversed(steps):
-        if len(shard_files(path)) == expected_shards:
+        found = set(shard_files(path))
+        if found == expected:
             return step, path
-    fail(f"no complete checkpoint ({expected_shards} model shard(s)) under {folder}")
+        if found - expected:
+            fail(f"{path} holds model shards {_names(found - expected)} that the configured parallel layout "
+                 f"does not write (expected {_names(expected)}): it was saved under another layout")
+        seen.append(f"{step}: {len(found)}/{len(expected)}")
+    fail(f"no complete checkpoint (model shards {_names(expected)}) under {folder}"
+         + (f" (step: shards found — {', '.join(seen)})" if seen else ""))
 
 
-def _split_dim(key: str, isp: bool) -> int | None:
-    """Which dimension a tensor-parallel shard of `key` is split along; None = replicated."""
+def _names(keys) -> str:
+    return ", ".join(f"tp{t}_wp{w}_pp{p}" for t, w, p in sorted(keys))
+
+
+def split_of(key: str, isp: bool) -> tuple[str, int] | None:
+    """(group the tensor is sharded over, dim), or None for a tensor every rank holds whole."""
     parts = key.split(".")
     if parts[0] == "tok_embeddings":
-        return 1
+        return "tensor", 1  # Embedding1D splits the hidden dimension over the tensor group
+    if parts[0] == "output":
+        return "tensor", 0  # the head splits the vocabulary over the tensor group, isp included
     module = parts[-2] if len(parts) >= 2 else ""
-    if module in COLUMN:
-        return 0
+    if module in COLUMN or (isp and module in ROW):
+        return ("weight" if isp else "tensor"), 0
     if module in ROW:
-        return 0 if isp else 1
+        return "tensor", 1
     return None
 
 
-def merge_shards(files: dict[tuple[int, int, int], str], isp: bool) -> dict:
+def layer_ranges(num_layers: int, pp: int, chunks: int) -> list[list[tuple[int, int]]]:
+    """Global layer range [start, end) of each (pipeline stage, model chunk), the way InternEvo's
+    partition_uniform cuts them: the layers in `chunks` equal blocks, each block cut over the stages
+    with the later stages taking one extra layer when it does not divide evenly."""
+    if num_layers % chunks:
+        fail(f"{num_layers} layers cannot be cut into {chunks} model chunks")
+    per_chunk = num_layers // chunks
+    if per_chunk < pp:
+        fail(f"{per_chunk} layers per chunk cannot fill {pp} pipeline stages")
+    ranges: list[list[tuple[int, int]]] = [[] for _ in range(pp)]
+    for c in range(chunks):
+        start = c * per_chunk
+        for p in range(pp):
+            size = per_chunk // pp + (p >= pp - per_chunk % pp)
+            ranges[p].append((start, start + size))
+            start += size
+    return ranges
+
+
+def merge_stage(shards: dict[tuple[int, int], dict], tp: int, wp: int, isp: bool) -> dict:
+    """One pipeline stage's state dict from its tensor/weight-parallel shard files."""
     import torch
 
-    by_pp: dict[int, list] = defaultdict(list)
-    for (tp, wp, pp), path in sorted(files.items()):
-        by_pp[pp].append(((tp, wp), path))
+    keysets = {frozenset(sd) for sd in shards.values()}
+    if len(keysets) != 1:
+        fail("the shard files of one pipeline stage hold different tensors")
+    by_group = {"tensor": {}, "weight": {}}
+    for (t, w), sd in sorted(shards.items()):
+        by_group["tensor"].setdefault(t, sd)
+        by_group["weight"].setdefault(w, sd)
+    sizes = {"tensor": tp, "weight": wp}
+    stage: dict = {}
+    for key in next(iter(shards.values())):
+        split = split_of(key, isp)
+        if split is None:
+            copies = [sd[key] for sd in shards.values()]
+            for other in copies[1:]:
+                if not torch.equal(copies[0], other):
+                    diff = (copies[0].float() - other.float()).abs().max().item()
+                    fail(f"{key} should be identical in every shard but differs by up to {diff:.3g}")
+            stage[key] = copies[0]
+            continue
+        group, dim = split
+        if sorted(by_group[group]) != list(range(sizes[group])):
+            fail(f"{key}: shards for {group} ranks {sorted(by_group[group])} of {sizes[group]}")
+        stage[key] = torch.cat([by_group[group][r][key] for r in range(sizes[group])], dim=dim)
+    return stage
+
+
+def merge_shards(files: dict[tuple[int, int, int], str], par: dict, num_layers: int, num_chunks: int) -> dict:
+    """All shards → one state dict with global layer numbers (InternEvo's unsharded key names)."""
+    import torch
+
+    isp = par["mode"] == "isp"
+    tp, wp, pp = par["tp"], par["wp"] if isp else 1, par["pp"]
+    ranges = layer_ranges(num_layers, pp, num_chunks)
     merged: dict = {}
-    layer_offset = 0
-    for pp in sorted(by_pp):
-        shards = [torch.load(path, map_location="cpu") for _, path in sorted(by_pp[pp])]
-        tps = sorted({tw[0] for tw, _ in by_pp[pp]})
-        wps = sorted({tw[1] for tw, _ in by_pp[pp]})
-        grid = {tw: sd for (tw, _), sd in zip(sorted(by_pp[pp]), shards, strict=True)}
-        stage: dict = {}
-        for key in shards[0]:
-            dim = _split_dim(key, isp)
-            if dim is None:
-                stage[key] = shards[0][key]
-            elif isp and key.split(".")[-2] not in ("output",) and not key.startswith("tok_embeddings"):
-                # isp: linears are sharded over the weight-parallel group (dim 0), replicated over tp
-                stage[key] = torch.cat([grid[(tps[0], w)][key] for w in wps], dim=0)
-            else:
-                stage[key] = torch.cat([grid[(t, wps[0])][key] for t in tps], dim=dim)
-        layers = set()
+    for p in range(pp):
+        shards = {(t, w): torch.load(path, map_location="cpu") for (t, w, q), path in files.items() if q == p}
+        stage = merge_stage(shards, tp, wp, isp)
+        del shards
         for key, value in stage.items():
-            m = re.match(r"^layers\.(\d+)\.(.*)$", key)
+            chunk, rest = 0, key
+            if num_chunks > 1:  # nn.ModuleList of NaiveAMPModel chunks: "<chunk>.model.<key>"
+                m = re.match(r"^(\d+)\.(?:model\.)?(.*)$", key)
+                if not m:
+                    fail(f"unexpected tensor {key} in an interleaved (num_chunks {num_chunks}) checkpoint")
+                chunk, rest = int(m.group(1)), m.group(2)
+                if chunk >= num_chunks:
+                    fail(f"{key}: chunk {chunk} but the config has num_chunks {num_chunks}")
+            start, end = ranges[p][chunk]
+            m = re.match(r"^layers\.(\d+)\.(.*)$", rest)
             if m:
-                layers.add(int(m.group(1)))
-                merged[f"layers.{int(m.group(1)) + layer_offset}.{m.group(2)}"] = value
-            else:
-                merged[key] = value
-        layer_offset += len(layers)
-        del shards, grid
+                if int(m.group(1)) >= end - start:
+                    fail(f"{key} in pipeline stage {p}: chunk {chunk} holds layers {start}..{end - 1} only")
+                rest = f"layers.{start + int(m.group(1))}.{m.group(2)}"
+            if rest in merged:
+                fail(f"{rest} appears in more than one pipeline stage or chunk")
+            merged[rest] = value
+    found = {int(k.split(".")[1]) for k in merged if k.startswith("layers.")}
+    if found != set(range(num_layers)):
+        fail(f"the checkpoint holds layers {sorted(found)}, the config says {num_layers}")
     return merged
 
 
@@ -262,6 +347,7 @@ def probe_logits(config_path: str, merged: dict, vocab: int, dtype: str):
                            pipeline=dict(size=1, interleaved_overlap=False),
                            weight=dict(size=1, overlap=False, memory_pool=False))
     cfg["model"]["dtype"] = "torch.float32"
+    cfg["model"]["num_chunks"] = 1  # one process, one chunk: the merged keys are the unsharded model's
     cfg["model"]["use_flash_attn"] = False
     cfg["model"]["checkpoint"] = 0.0
     cfg["model"]["parallel_output"] = False
@@ -304,14 +390,16 @@ def main(argv=None) -> int:
 
     cfg = Config.from_file(args.config)
     par = cfg["parallel"]
-    isp = par["tensor"]["mode"] == "isp"
-    tp, pp = par["tensor"]["size"], par["pipeline"]["size"]
-    wp = par["weight"]["size"] if isp else 1
-    if cfg["model"].get("num_chunks", 1) != 1:
-        fail("interleaved pipeline checkpoints (num_chunks > 1) are not supported by the converter")
-    step, step_dir = latest_checkpoint(args.checkpoints, tp * wp * pp)
-    print(f"pretrain_to_hf: converting step {step} ({tp * wp * pp} shard(s)) from {step_dir}", flush=True)
-    merged = merge_shards(shard_files(step_dir), isp)
+    if par.get("zero1", {}).get("fsdp"):
+        fail("FSDP checkpoints (parallel.zero1.fsdp, model_tp*_pp*_dp*.pt) are not converted")
+    layout = {"mode": par["tensor"]["mode"], "tp": par["tensor"]["size"], "pp": par["pipeline"]["size"],
+              "wp": par["weight"]["size"] if par["tensor"]["mode"] == "isp" else 1}
+    chunks = cfg["model"].get("num_chunks", 1)
+    expected = expected_shards(layout["tp"], layout["wp"], layout["pp"], layout["mode"] == "isp")
+    step, step_dir = latest_checkpoint(args.checkpoints, expected)
+    print(f"pretrain_to_hf: converting step {step} ({len(expected)} shard(s): {_names(expected)}; "
+          f"{chunks} chunk(s) per stage) from {step_dir}", flush=True)
+    merged = merge_shards(shard_files(step_dir), layout, cfg["model"]["num_layers"], chunks)
     model_cfg = dict(cfg["model"])
     tensors, hf_config = to_llama(merged, model_cfg)
 
@@ -328,7 +416,9 @@ def main(argv=None) -> int:
         json.dump({k: v for k, v in special.items() if k in ("bos_token_id", "eos_token_id", "pad_token_id")}, f)
     with open(os.path.join(tmp, "internevo_source.json"), "w") as f:
         json.dump({"checkpoint": step_dir, "step": step, "model_type": cfg.get("model_type"),
-                   "shards": {"tensor": tp, "weight": wp, "pipeline": pp}}, f, indent=2)
+                   "shards": {"tensor": layout["tp"], "weight": layout["wp"], "pipeline": layout["pp"],
+                              "mode": layout["mode"], "num_chunks": chunks, "files": _names(expected)}},
+                  f, indent=2)
     del tensors
     ids, logits = probe_logits(args.config, merged, hf_config["vocab_size"], args.dtype)
     np.savez(args.probe, input_ids=ids, logits=logits, step=np.array(step))

@@ -50,7 +50,7 @@ def config_dict(settings, r: Resolved) -> dict:
     shape = r.shape
     model = {
         "checkpoint": s.activation_checkpoint,
-        "num_chunks": 1,
+        "num_chunks": s.parallel.pipeline.num_chunks,
         "num_attention_heads": shape["num_attention_heads"],
         "num_kv_attention_heads": shape["num_kv_attention_heads"],
         "embed_split_hidden": True,

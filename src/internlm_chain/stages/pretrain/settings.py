@@ -65,6 +65,8 @@ class TensorParallel(StrictModel):
 
 class PipelineParallel(StrictModel):
     size: int = Field(1, ge=1)
+    num_chunks: int = Field(1, ge=1, description="Model chunks per pipeline stage (> 1: interleaved 1F1B; "
+                                                 "needs interleaved_overlap: true).")
     interleaved_overlap: bool = False
 
 

@@ -26,6 +26,7 @@ FIELDS = {
     "parallel.tensor.size": "parallel.tensor.size", "parallel.tensor.mode": "parallel.tensor.mode",
     "parallel.weight.size": "parallel.weight.size", "parallel.zero1": "parallel.zero1",
     "parallel.pipeline.interleaved_overlap": "parallel.pipeline.interleaved_overlap",
+    "parallel.pipeline.num_chunks": "parallel.pipeline.num_chunks", "data.micro_bsz": "data.micro_bsz",
     "data.use_packed_dataset": "data.packed", "data.pack_sample_into_one": "data.packed",
     "data.seq_len": "data.seq_len", "data.micro_num": "data.micro_num",
     "model.dtype": "dtype", "model.checkpoint": "activation_checkpoint",
@@ -204,6 +205,15 @@ class PretrainStage(Stage):
         if s.use_flash_attn:
             out.append(ctx.problem("use_flash_attn", "flash attention needs CUDA; CPU smoke mode runs without it",
                                    "drop use_flash_attn (it defaults to false on CPU)"))
+        par = s.parallel
+        if par.tensor.mode == "isp" and (par.tensor.size > 1 or par.weight.size > 1):
+            out.append(ctx.problem(
+                "parallel.tensor.mode", "isp cannot train correctly in CPU smoke mode: it needs packed data, "
+                "i.e. flash attention (CUDA) — without it InternEvo drops the position indexes under isp sequence "
+                "parallel (data/utils.py:unpack_data), and with tensor size 1 it does not reduce the layer norms' "
+                "gradients over the weight-parallel group (hybrid_zero_optim.py)",
+                "on CPU use tensor.mode mtp (or pipeline/interleaved pipeline); isp on GPUs with tensor.size > 1 "
+                "and use_flash_attn: true"))
         if s.dtype not in ("auto", "float32"):
             out.append(ctx.problem("dtype", f"CPU smoke mode trains in float32, not {s.dtype}", "dtype: auto"))
         if shape.get("vocab_size"):
@@ -287,7 +297,9 @@ class PretrainStage(Stage):
         arts: dict[str, Artifact] = {"checkpoint": InternEvoCheckpoint(
             path=str(Path(ckpt_root) / str(step)),
             meta={"step": step, "model_type": s.model_type,
-                  "tensor": s.parallel.tensor.size, "pipeline": s.parallel.pipeline.size})}
+                  "tensor": s.parallel.tensor.size, "pipeline": s.parallel.pipeline.size,
+                  "tensor_mode": s.parallel.tensor.mode, "weight": s.parallel.weight.size,
+                  "num_chunks": s.parallel.pipeline.num_chunks})}
         if s.convert_to_hf:
             arts["model"] = HFModel(path=str(root / "hf"), chat_template=ctx.chain.config.model.chat_template,
                                     meta={"architecture": "LlamaForCausalLM", "from_step": step})
