@@ -37,6 +37,51 @@ def _done(report: dict, out: Path, as_json: bool) -> None:
         typer.echo(str(out))
 
 
+@app.command("download")
+def download(
+    repo: str = typer.Argument(..., help="Hugging Face repo id, e.g. internlm/internlm2-chat-1_8b."),
+    out: Path = typer.Option(..., "--out", "-o", help="Output directory (appears only when complete; an "
+                             "interrupted download resumes on the next run)."),
+    revision: str = typer.Option("main", "--revision", help="Branch, tag or commit."),
+    include: list[str] = typer.Option(None, "--include", help="Also fetch files matching this glob, e.g. '*.gguf' "
+                                      "or 'original/' (repeatable; '*' = the whole repo)."),
+    exclude: list[str] = typer.Option(None, "--exclude", help="Skip files matching this glob (repeatable)."),
+    endpoint: str = typer.Option(None, "--endpoint", help="Hub or mirror URL (default: $HF_ENDPOINT, else "
+                                 "https://huggingface.co), e.g. https://hf-mirror.com."),
+    token_env: str = typer.Option(None, "--token-env", help="NAME of the environment variable holding the token "
+                                  "(private or gated repos); the token never goes into argv or files."),
+    python: str = Python,
+    dry_run: DryRun = False,
+    as_json: Json = False,
+    quiet: Quiet = False,
+) -> None:
+    """Download a model from the Hugging Face Hub or a mirror: weights (safetensors first), config, tokenizer."""
+    from internlm_chain.models import download as download_fn
+    from internlm_chain.models.download import dry_run_text, plan_download
+    from internlm_chain.models.inspect_model import inspect_model, render_text
+
+    if dry_run:
+        plan = plan_download(repo, out, revision, include or [], exclude or [], endpoint, token_env, python)
+        if as_json:
+            _show([plan.job()], plan.scratch, plan.out, True)
+        else:
+            typer.echo(dry_run_text(plan), nl=False)
+        return
+    report = download_fn(repo, out, revision, include or [], exclude or [], endpoint, token_env, python,
+                         quiet=quiet or as_json)
+    path = out.expanduser().resolve()
+    info = inspect_model(path)
+    if as_json:
+        from internlm_chain.cli.output import print_json
+
+        print_json({"out": str(path), **report, "inspect": info})
+    else:
+        if report.get("already"):
+            typer.echo(f"# {path} already holds {report['repo']}@{report['revision']} (commit {report['commit']})",
+                       err=True)
+        typer.echo(render_text(info), nl=False)
+
+
 @app.command("inspect")
 def inspect(
     path: Path = typer.Argument(..., help="A Hugging Face model or PEFT adapter folder."),
@@ -127,47 +172,3 @@ def chat(
     if code:
         raise typer.Exit(1)
 
-
-@app.command("download")
-def download(
-    repo: str = typer.Argument(..., help="Hugging Face repo id, e.g. internlm/internlm2-chat-1_8b."),
-    out: Path = typer.Option(..., "--out", "-o", help="Output directory (appears only when complete; an "
-                             "interrupted download resumes on the next run)."),
-    revision: str = typer.Option("main", "--revision", help="Branch, tag or commit."),
-    include: list[str] = typer.Option(None, "--include", help="Also fetch files matching this glob, e.g. '*.gguf' "
-                                      "or 'original/' (repeatable; '*' = the whole repo)."),
-    exclude: list[str] = typer.Option(None, "--exclude", help="Skip files matching this glob (repeatable)."),
-    endpoint: str = typer.Option(None, "--endpoint", help="Hub or mirror URL (default: $HF_ENDPOINT, else "
-                                 "https://huggingface.co), e.g. https://hf-mirror.com."),
-    token_env: str = typer.Option(None, "--token-env", help="NAME of the environment variable holding the token "
-                                  "(private or gated repos); the token never goes into argv or files."),
-    python: str = Python,
-    dry_run: DryRun = False,
-    as_json: Json = False,
-    quiet: Quiet = False,
-) -> None:
-    """Download a model from the Hugging Face Hub or a mirror: weights (safetensors first), config, tokenizer."""
-    from internlm_chain.models import download as download_fn
-    from internlm_chain.models.download import dry_run_text, plan_download
-    from internlm_chain.models.inspect_model import inspect_model, render_text
-
-    if dry_run:
-        plan = plan_download(repo, out, revision, include or [], exclude or [], endpoint, token_env, python)
-        if as_json:
-            _show([plan.job()], plan.scratch, plan.out, True)
-        else:
-            typer.echo(dry_run_text(plan), nl=False)
-        return
-    report = download_fn(repo, out, revision, include or [], exclude or [], endpoint, token_env, python,
-                         quiet=quiet or as_json)
-    path = out.expanduser().resolve()
-    info = inspect_model(path)
-    if as_json:
-        from internlm_chain.cli.output import print_json
-
-        print_json({"out": str(path), **report, "inspect": info})
-    else:
-        if report.get("already"):
-            typer.echo(f"# {path} already holds {report['repo']}@{report['revision']} (commit {report['commit']})",
-                       err=True)
-        typer.echo(render_text(info), nl=False)

@@ -19,6 +19,7 @@ import glob
 import hashlib
 import json
 import os
+import re
 import shutil
 import signal
 import sys
@@ -118,7 +119,8 @@ def explain(exc: BaseException, a: argparse.Namespace, token: str | None) -> Fai
     response = getattr(exc, "response", None)
     status = getattr(response, "status_code", None)
     url = getattr(response, "url", None) or f"{a.endpoint}/{a.repo}"
-    resume = f"the partial download is kept: re-run the same command to resume ({a.out})"
+    resume = (f"the partial download is kept: re-run the same command to resume ({a.out})" if has_data(Path(a.out))
+              else "nothing was downloaded")
     token_hint = (f"the token in ${a.token_env} cannot read it: check that account's access" if token else
                   "if it is private or gated, put a token that can read it in an environment variable and pass "
                   "--token-env VAR")
@@ -130,7 +132,8 @@ def explain(exc: BaseException, a: argparse.Namespace, token: str | None) -> Fai
         return Failed(f"{a.repo} has no revision '{a.revision}' at {a.endpoint} (HTTP {status}, {url})",
                       "--revision takes a branch, a tag or a commit of the repo", url)
     if isinstance(exc, RepositoryNotFoundError) or status == 404:
-        return Failed(f"{a.repo} not found at {a.endpoint} (HTTP {status}, {url})",
+        private = ", or it is private or gated" if status == 401 and not token else ""
+        return Failed(f"{a.repo} not found at {a.endpoint}{private} (HTTP {status}, {url})",
                       f"check the spelling (OWNER/NAME as on the model page); {token_hint}", url)
     if status == 401:
         return Failed(f"{a.endpoint} rejected the request for {a.repo} (HTTP 401, {url})",
@@ -143,12 +146,32 @@ def explain(exc: BaseException, a: argparse.Namespace, token: str | None) -> Fai
                       f"try again later, or another endpoint (--endpoint); {resume}", url)
     network = (requests.ConnectionError, requests.Timeout, LocalEntryNotFoundError, ConnectionError, TimeoutError)
     if isinstance(exc, network):
-        cause = exc.__cause__ or exc.__context__ or exc
-        return Failed(f"cannot download {a.repo} from {a.endpoint}: {type(cause).__name__}: {str(cause)[:300]}",
+        return Failed(f"cannot download {a.repo} from {a.endpoint}: {network_reason(exc)}",
                       "check the network or proxy (HTTPS_PROXY); where huggingface.co is unreachable use a mirror, "
                       f"e.g. --endpoint https://hf-mirror.com (or HF_ENDPOINT); {resume}", url)
     return Failed(f"downloading {a.repo} from {a.endpoint} failed: {type(exc).__name__}: {str(exc)[:500]}",
                   resume, url)
+
+
+def has_data(out: Path) -> bool:
+    """Whether `out` holds bytes worth resuming (downloaded or partial files)."""
+    return out.is_dir() and any(p.is_file() and p.name not in OURS and p.stat().st_size > 0 for p in out.rglob("*"))
+
+
+def network_reason(exc: BaseException) -> str:
+    """The innermost cause of a network error, e.g. "[Errno 111] Connection refused" (urllib3 nests it
+    several levels deep in a MaxRetryError's text)."""
+    seen, texts = set(), []
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        texts.append(str(exc))
+        exc = exc.__cause__ or exc.__context__ or (exc.args[0] if exc.args and isinstance(exc.args[0], BaseException)
+                                                    else None)
+    for text in reversed(texts):
+        m = re.search(r"\[Errno -?\d+\][^'\")]*|Read timed out[^'\")]*|timed out|Name or service not known", text)
+        if m:
+            return m.group(0).strip()
+    return texts[-1][:300] if texts else "unknown error"
 
 
 def progress(out: Path, total: int, stop: threading.Event) -> None:
