@@ -31,7 +31,7 @@ _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
 @dataclass(frozen=True)
-class DownloadPlan:
+class DownloadPlan(common.PublishedOutput):
     repo: str
     revision: str
     endpoint: str
@@ -41,14 +41,6 @@ class DownloadPlan:
     exclude: tuple[str, ...] = ()
     token_env: str | None = None
     resume: bool = field(default=False, compare=False)  # the scratch holds an earlier partial of this download
-
-    @property
-    def scratch(self) -> Path:
-        return common.scratch_for(self.out)
-
-    @property
-    def log(self) -> Path:
-        return common.log_for(self.out)
 
     def marker(self) -> str:
         return json.dumps({"repo": self.repo, "revision": self.revision}) + "\n"
