@@ -28,6 +28,15 @@ def _show(jobs, scratch, out, as_json: bool) -> None:
     typer.echo(text, nl=False)
 
 
+def _plan_or_publish(dry_run: bool, as_json: bool, out: Path, plan, publish) -> None:
+    """--dry-run shows `plan()`'s jobs; otherwise `publish()` writes `out` and its report is printed."""
+    if dry_run:
+        planned = plan()
+        _show(planned.jobs(), planned.scratch, planned.out, as_json)
+        return
+    _done(publish(), out.expanduser().resolve(), as_json)
+
+
 def _done(report: dict, out: Path, as_json: bool) -> None:
     from internlm_chain.cli.output import print_json
 
@@ -114,12 +123,9 @@ def merge(
     from internlm_chain.models import merge as merge_fn
     from internlm_chain.models.merge import plan_merge
 
-    if dry_run:
-        plan = plan_merge(adapter, out, base, device, dtype, python)
-        _show(plan.jobs(), plan.scratch, plan.out, as_json)
-        return
-    report = merge_fn(adapter, out, base=base, device=device, dtype=dtype, python=python, quiet=quiet or as_json)
-    _done(report, out.expanduser().resolve(), as_json)
+    _plan_or_publish(dry_run, as_json, out, lambda: plan_merge(adapter, out, base, device, dtype, python),
+                     lambda: merge_fn(adapter, out, base=base, device=device, dtype=dtype, python=python,
+                                      quiet=quiet or as_json))
 
 
 @app.command("convert")
@@ -138,12 +144,9 @@ def convert(
     from internlm_chain.models import convert as convert_fn
     from internlm_chain.models.convert import plan_convert
 
-    if dry_run:
-        plan = plan_convert(checkpoint, config, out, device, fp32, python)
-        _show(plan.jobs(), plan.scratch, plan.out, as_json)
-        return
-    report = convert_fn(checkpoint, config, out, device=device, fp32=fp32, python=python, quiet=quiet or as_json)
-    _done(report, out.expanduser().resolve(), as_json)
+    _plan_or_publish(dry_run, as_json, out, lambda: plan_convert(checkpoint, config, out, device, fp32, python),
+                     lambda: convert_fn(checkpoint, config, out, device=device, fp32=fp32, python=python,
+                                        quiet=quiet or as_json))
 
 
 @app.command("chat")
