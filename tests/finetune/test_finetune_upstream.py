@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 from tests.conftest import runtime_python
+from tests.support.procs import descendants
 
 from finetune.finetune_helpers import sft_rows, text_rows, write_jsonl
 
@@ -110,23 +111,6 @@ verify_max_new_tokens: 4
     assert res.returncode == 0 and "up to date" in res.stdout
 
 
-def _descendants(pid: int) -> list[int]:
-    children: dict[int, list[int]] = {}
-    for d in Path("/proc").iterdir():
-        if d.name.isdigit():
-            try:
-                ppid = int((d / "stat").read_text().rsplit(")", 1)[1].split()[1])
-            except (OSError, IndexError, ValueError):
-                continue
-            children.setdefault(ppid, []).append(int(d.name))
-    out, todo = [], [pid]
-    while todo:
-        for c in children.get(todo.pop(), []):
-            out.append(c)
-            todo.append(c)
-    return out
-
-
 def test_full_continue_with_replay_killed_then_resumed(tmp_path, tiny_model):
     data = write_jsonl(tmp_path / "new.jsonl", text_rows(30))
     old = write_jsonl(tmp_path / "old.jsonl", text_rows(6, "The quick brown fox jumps over the lazy dog"))
@@ -152,7 +136,7 @@ lr: 0.001
     assert proc.poll() is None, "training finished (or failed) before the first checkpoint could be interrupted"
     assert marker.exists(), "no checkpoint appeared"
     # a machine crash: everything dies at once, no signal handlers run
-    victims = [proc.pid, *_descendants(proc.pid)]
+    victims = [proc.pid, *descendants(proc.pid)]
     for pid in victims:
         try:
             os.kill(pid, signal.SIGKILL)
