@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 from tests.deploy.test_lmdeploy_config import lmdeploy_python
+from tests.support.procs import descendants
 
 from internlm_chain.stages.deploy.render import KEYED_WORKER
 
@@ -39,23 +40,6 @@ def get(url: str, key: str | None = None) -> int:
         return exc.code
     except OSError:
         return 0
-
-
-def descendants(pid: int) -> list[int]:
-    kids: dict[int, list[int]] = {}
-    for d in Path("/proc").iterdir():
-        if d.name.isdigit():
-            try:
-                ppid = int((d / "stat").read_text().rsplit(")", 1)[1].split()[1])
-            except (OSError, IndexError, ValueError):
-                continue
-            kids.setdefault(ppid, []).append(int(d.name))
-    out, todo = [], [pid]
-    while todo:
-        for c in kids.get(todo.pop(), []):
-            out.append(c)
-            todo.append(c)
-    return out
 
 
 def test_proxy_gets_keys_from_the_environment_not_argv(tmp_path):

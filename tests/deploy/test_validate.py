@@ -179,3 +179,33 @@ def test_finetune_adapter_on_cpu_names_the_merge_field(write_chain, tmp_path):
     assert res.returncode == 2
     assert "chain.yaml:" in res.stderr and "stages.finetune.merge" in res.stderr
     assert "merge: true" in res.stderr and "Traceback" not in res.stderr
+
+
+def test_adapter_flag_serves_the_adapter_with_lmdeploy(write_chain, fake_model, tmp_path):
+    """`--adapter DIR` is `stages.deploy.adapter`: on a GPU host the dry-run shows LMDeploy's pytorch engine
+    with `--adapters NAME=DIR` (a relative DIR is taken from the current directory)."""
+    import json
+
+    adapter = _adapter(tmp_path)
+    chain = write_chain(chain_text(fake_model, tmp_path / "run", device="cuda"))
+    res = subprocess.run([sys.executable, "-m", "internlm_chain", "deploy", "serve", "-c", str(chain), "--adapter",
+                          "adapter", "--dry-run", "--json"], capture_output=True, text=True, timeout=60, cwd=tmp_path)
+    assert res.returncode == 0, res.stderr
+    (outcome,) = json.loads(res.stdout)
+    spec = json.loads(next(iter(outcome["jobs"][0]["files"].values())))
+    argv = spec["services"][0]["argv"]
+    assert argv[argv.index("--adapters") + 1] == f"t={adapter}"
+    assert argv[argv.index("--backend") + 1] == "pytorch" and argv[argv.index("--model-name") + 1] == "t-base"
+    assert argv[argv.index("api_server") + 1] == str(fake_model) and spec["served_name"] == "t"
+    res = ichain("deploy", "serve", "-c", str(chain), "--adapter", str(tmp_path / "nope"), "--dry-run")
+    assert res.returncode == 2 and "stages.deploy.adapter" in res.stderr and "not a PEFT adapter" in res.stderr
+
+
+def test_adapter_flag_on_the_cpu_standin_is_an_error(fake_model, tmp_path):
+    res = subprocess.run([sys.executable, "-m", "internlm_chain", "deploy", "serve", "--model", str(fake_model),
+                          "--adapter", str(_adapter(tmp_path)), "--dry-run"],
+                         capture_output=True, text=True, timeout=60, cwd=tmp_path)
+    assert res.returncode == 2, res.stderr
+    assert "stages.deploy.adapter" in res.stderr and "serves whole models only" in res.stderr
+    assert "merge it into the model" in res.stderr and "Traceback" not in res.stderr
+    assert not (tmp_path / "runs" / "ichain-deploy" / ".services").exists()

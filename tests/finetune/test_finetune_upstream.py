@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 from tests.conftest import runtime_python
+from tests.support.procs import descendants
 
 from finetune.finetune_helpers import sft_rows, text_rows, write_jsonl
 
@@ -110,23 +111,6 @@ verify_max_new_tokens: 4
     assert res.returncode == 0 and "up to date" in res.stdout
 
 
-def _descendants(pid: int) -> list[int]:
-    children: dict[int, list[int]] = {}
-    for d in Path("/proc").iterdir():
-        if d.name.isdigit():
-            try:
-                ppid = int((d / "stat").read_text().rsplit(")", 1)[1].split()[1])
-            except (OSError, IndexError, ValueError):
-                continue
-            children.setdefault(ppid, []).append(int(d.name))
-    out, todo = [], [pid]
-    while todo:
-        for c in children.get(todo.pop(), []):
-            out.append(c)
-            todo.append(c)
-    return out
-
-
 def test_full_continue_with_replay_killed_then_resumed(tmp_path, tiny_model):
     data = write_jsonl(tmp_path / "new.jsonl", text_rows(30))
     old = write_jsonl(tmp_path / "old.jsonl", text_rows(6, "The quick brown fox jumps over the lazy dog"))
@@ -152,7 +136,7 @@ lr: 0.001
     assert proc.poll() is None, "training finished (or failed) before the first checkpoint could be interrupted"
     assert marker.exists(), "no checkpoint appeared"
     # a machine crash: everything dies at once, no signal handlers run
-    victims = [proc.pid, *_descendants(proc.pid)]
+    victims = [proc.pid, *descendants(proc.pid)]
     for pid in victims:
         try:
             os.kill(pid, signal.SIGKILL)
@@ -252,3 +236,49 @@ def test_rendered_configs_load_with_mmengine(tmp_path):
     assert got["full_config.py"]["lora_r"] is None
     assert got["cpt_config.py"] == {"optim": "OptimWrapper", "lora_r": None, "quant": False, "backend": "gloo",
                                     "resume": True, "dataset": "ConcatDataset"}
+
+
+def test_lora_sft_one_epoch_ends_at_the_end_of_the_epoch(tmp_path, tiny_model):
+    """`epochs: 1` and no max_steps: XTuner's TrainLoop turns the epoch into ceil(packed samples / batch)
+    iterations, which only the train job knows (packing depends on tokenisation), so the dry-run predicts
+    `iter_N.pth` and everything else exactly."""
+    import re
+
+    from internlm_chain.chain.planner import Planner
+    from internlm_chain.config.loader import load_chain
+
+    data = write_jsonl(tmp_path / "sft.jsonl", sft_rows(24))
+    chain = _chain(tmp_path, tiny_model, f"""
+data: {data}
+method: lora
+merge: false
+max_length: 128
+epochs: 1
+warmup_ratio: 0
+batch_size: 2
+log_interval: 1
+lr: 0.01
+lora: {{r: 8, alpha: 16, dropout: 0.0}}
+verify_max_new_tokens: 2
+""")
+    planner = Planner(load_chain(chain))
+    predicted = planner.predicted_outputs(planner.context("finetune"))
+    res = _ichain("finetune", "-c", str(chain))
+    assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-4000:]
+    out = tmp_path / "runs" / "finetune"
+    log = (out / "logs" / "train.log").read_text(errors="replace")
+    samples = int(re.search(r"Num train samples (\d+)", log).group(1))
+    iters = -(-samples // 2)
+    assert 1 < samples < 24  # packed: several conversations per 128-token sequence
+    assert f"Iter(train) [{iters}/{iters}]" in log and f"Iter(train) [{iters + 1}/" not in log
+    rec = _manifest(tmp_path)["stages"]["finetune"]
+    assert rec["metrics"]["steps"] == iters and len(rec["metrics"]["loss_curve"]) == iters
+    assert Path(rec["outputs"]["checkpoint"]["path"]) == out / "work_dir" / f"iter_{iters}.pth"
+    assert sorted(p.name for p in (out / "work_dir").glob("iter_*.pth")) == [f"iter_{iters}.pth"]
+    # the prediction: the same outputs at the same paths, but the checkpoint's iteration unknown
+    assert set(predicted) == {f"finetune.{k}" for k in rec["outputs"]} == {"finetune.checkpoint", "finetune.adapter"}
+    assert predicted["finetune.adapter"].path == rec["outputs"]["adapter"]["path"]
+    assert predicted["finetune.checkpoint"].path == str(out / "work_dir" / "iter_N.pth")
+
+    res = _ichain("finetune", "-c", str(chain), "--json")
+    assert res.returncode == 0 and "up to date" in res.stdout

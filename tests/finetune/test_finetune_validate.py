@@ -160,3 +160,60 @@ def test_example_chain_plans_with_local_paths(tmp_path, monkeypatch):
     assert [j.name for j in jobs] == ["check-data", "train", "convert", "merge", "verify"]
     cfg = jobs[1].files[str(ctx.out_dir / "xtuner_config.py")]
     assert "type=AmpOptimWrapper" in cfg and "r=64," in cfg and "max_epochs = 3" in cfg
+
+
+def test_epoch_warmup_under_two_iterations_is_an_error(tmp_path, write_chain):
+    """mmengine turns an epoch warm-up into int(warmup_ratio × epochs × iterations per epoch) iterations: 0
+    raises in the train job, 1 never leaves LinearLR's start factor. Unpacked, an epoch has at most
+    ceil(rows / batch_size) iterations, so that is known before anything runs."""
+    write_jsonl(tmp_path / "sft.jsonl", sft_rows(40))
+    data = f"data: {tmp_path}/sft.jsonl\npack_to_max_length: false\n"
+    (msg,) = _problems(_chain(tmp_path, write_chain, data + "batch_size: 2"))
+    assert "chain.yaml:" in msg and "stages.finetune.warmup_ratio" in msg
+    assert "40 rows in batches of 2 is at most 20 iterations" in msg and "int(0.03 × 1 × 20) = 0" in msg
+    assert "set warmup_ratio: 0, or max_steps" in msg
+    (msg,) = _problems(_chain(tmp_path, write_chain, data))  # 40 iterations: a 1-iteration warm-up
+    assert "int(0.03 × 1 × 40) = 1 iteration(s)" in msg and "1 never reaches the full learning rate" in msg
+    # enough iterations, no warm-up, an iteration schedule, or packed data (checked in the train job): fine
+    for ok in ("epochs: 2\nwarmup_ratio: 0.05", "warmup_ratio: 0", "max_steps: 3"):
+        assert _problems(_chain(tmp_path, write_chain, data + ok)) == [], ok
+    assert _problems(_chain(tmp_path, write_chain, f"data: {tmp_path}/sft.jsonl")) == []
+
+
+def test_epoch_warmup_failure_in_the_train_job_names_the_field(tmp_path, write_chain):
+    """Packed data: the count of packed samples is known only in the train job, where mmengine raises; the
+    failure is reported on `warmup_ratio` instead of as a bare exit code."""
+    from internlm_chain.stages.base import JobResult
+    from internlm_chain.stages.finetune.stage import STAGE
+
+    write_jsonl(tmp_path / "sft.jsonl", sft_rows(2))
+    ctx, jobs = Planner(load_chain(_chain(tmp_path, write_chain, f"data: {tmp_path}/sft.jsonl"))).plan("finetune")
+    log = tmp_path / "train.log"
+    # the last lines of the real train log (XTuner 0.2.0, mmengine 0.10.6, 24 rows packed to 11 samples)
+    log.write_text("  File \".../mmengine/optim/scheduler/param_scheduler.py\", line 68, in __init__\n"
+                   "    raise ValueError('end should be larger than begin, but got'\n"
+                   "ValueError: end should be larger than begin, but got begin=0, end=0\n", encoding="utf-8")
+    train = next(j for j in jobs if j.name == "train")
+    problem = STAGE.explain_failure(ctx, JobResult(job=train, returncode=1, log=str(log), state="failed"))
+    text = problem.render()
+    assert "stages.finetune.warmup_ratio" in text and "fewer than 33 iterations per epoch" in text
+    assert str(log) in text
+    log.write_text("RuntimeError: something else\n", encoding="utf-8")
+    assert STAGE.explain_failure(ctx, JobResult(job=train, returncode=1, log=str(log), state="failed")) is None
+
+
+def test_deepspeed_on_cpu_renders_an_fp32_config_and_a_rank(tmp_path, write_chain):
+    write_jsonl(tmp_path / "sft.jsonl", sft_rows(2))
+    ctx, jobs = Planner(load_chain(_chain(tmp_path, write_chain, f"data: {tmp_path}/sft.jsonl\ndeepspeed: zero2"))
+                        ).plan("finetune")
+    train = next(j for j in jobs if j.name == "train")
+    ds = str(ctx.out_dir / "deepspeed_zero2_cpu.json")
+    assert train.argv[train.argv.index("--deepspeed") + 1] == ds
+    cfg = json.loads(train.files[ds])
+    assert cfg["zero_optimization"]["stage"] == 2 and cfg["fp16"] == {"enabled": False} == cfg["bf16"]
+    assert {k: train.env[k] for k in ("RANK", "WORLD_SIZE", "MASTER_PORT")} == {"RANK": "0", "WORLD_SIZE": "1",
+                                                                                 "MASTER_PORT": "0"}
+    (msg,) = _problems(_chain(tmp_path, write_chain, f"data: {tmp_path}/sft.jsonl\ndeepspeed: zero3_offload"))
+    assert "chain.yaml:" in msg and "stages.finetune.deepspeed" in msg and "use deepspeed: zero3 on CPU" in msg
+    assert _problems(_chain(tmp_path, write_chain, f"data: {tmp_path}/sft.jsonl\ndeepspeed: zero3_offload",
+                            "cuda")) == []

@@ -56,7 +56,7 @@ def _clean(text: str, tmp_path) -> str:
 @pytest.mark.parametrize("case", sorted(LAUNCHERS))
 def test_internlm2_7b_lora_dpo(case, tmp_path, write_chain, golden):
     model = fake_7b_chat(tmp_path)
-    write_jsonl(tmp_path / "data" / "pairs.jsonl", pair_rows(4))
+    write_jsonl(tmp_path / "data" / "pairs.jsonl", pair_rows(100))  # an epoch long enough for the 3% warm-up
     path = write_chain(CHAIN.format(tmp=tmp_path, model=model, launcher=LAUNCHERS[case]))
     loaded = load_chain(path)
     ctx, jobs = Planner(loaded).plan("finetune")

@@ -1,5 +1,5 @@
 """Real XTuner 0.2.0 preference training on CPU with the tiny model: LoRA DPO (convert + merge), full ORPO
-and a full reward model, each for two steps, then the outputs loaded the way downstream stages load them;
+full DPO and a full reward model, each for two steps, then the outputs loaded the way downstream stages load them;
 and a pair that cannot tokenise failing in the check job, before training, naming file, line and field.
 
 Each run is about a minute on a shared 2-core machine (start-up of the five jobs dominates)."""
@@ -75,6 +75,21 @@ preference: {beta: 0.1}
     # ORPO = NLL of the chosen reply - beta * log-sigmoid(log odds): both logged, both finite
     assert math.isfinite(m["final_nll_loss"]) and math.isfinite(m["final_log_odds_ratio"])
     assert m["final_loss"] == pytest.approx(m["final_nll_loss"] - 0.1 * m["final_log_odds_ratio"], rel=1e-3)
+    cmp = _in_runtime(COMPARE, rec["outputs"]["model"]["path"], str(tiny_model))
+    assert cmp["keys_equal"] and cmp["max_abs_diff"] > 1e-5
+
+
+def test_full_dpo_against_a_frozen_copy(tmp_path, tiny_model):
+    rec = _run(tmp_path, tiny_model, """
+mode: dpo
+method: full
+lr: 0.001
+""")
+    m = rec["metrics"]
+    assert set(rec["outputs"]) == {"checkpoint", "model"}
+    # step 1: the reference is a frozen copy of the policy, so the DPO loss is exactly ln 2; then it learns
+    assert m["first_loss"] == pytest.approx(math.log(2), abs=1e-4) and m["final_loss"] < m["first_loss"]
+    assert m["final_reward_margin"] > 0
     cmp = _in_runtime(COMPARE, rec["outputs"]["model"]["path"], str(tiny_model))
     assert cmp["keys_equal"] and cmp["max_abs_diff"] > 1e-5
 

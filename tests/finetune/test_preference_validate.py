@@ -34,7 +34,7 @@ def _problems(path) -> list[str]:
 
 
 def _pairs(tmp_path, rows_=None):
-    return write_jsonl(tmp_path / "pairs.jsonl", rows_ if rows_ is not None else pair_rows(4))
+    return write_jsonl(tmp_path / "pairs.jsonl", rows_ if rows_ is not None else pair_rows(100))  # an epoch long enough for the 3% warm-up
 
 
 @pytest.mark.parametrize("mode", ["dpo", "orpo"])

@@ -66,10 +66,15 @@ def serve(
     port: int = typer.Option(None, "--port", help="Port to listen on."),
     host: str = typer.Option(None, "--host", help="Address to listen on (default 127.0.0.1)."),
     served_name: str = typer.Option(None, "--served-name", help="Model name clients send."),
+    adapter: str = typer.Option(None, "--adapter", metavar="DIR",
+                                help="LoRA adapter (PEFT folder) served on top of the model (LMDeploy pytorch "
+                                     "engine; GPU)."),
 ) -> None:
     """Start the server in the background, wait until it serves, record its endpoint."""
     flags = _flag_sets(model=model if opts.config is not None else None, backend=backend, tp=tp, port=port,
-                       host=host, served_name=served_name)
+                       host=host, served_name=served_name,
+                       # a path on the command line means one from the current directory, not the chain's
+                       adapter=str(Path(adapter).expanduser().resolve()) if adapter else None)
     loaded = _load(opts.config, [*opts.sets, *flags], model)
     if foreground and not opts.dry_run:
         _serve_foreground(loaded)

@@ -1,4 +1,4 @@
-"""`ichain model`: inspect, merge, convert and chat with models outside a chain.
+"""`ichain model`: download, inspect, merge, convert and chat with models outside a chain.
 
 Each verb parses flags and calls one plain function of `internlm_chain.models`; with --dry-run it prints
 the exact jobs instead (nothing is written)."""
@@ -11,7 +11,8 @@ import typer
 
 from internlm_chain.cli.common import DryRun, Json, Quiet
 
-app = typer.Typer(help="Model utilities outside a chain: inspect, merge an adapter, convert a checkpoint, chat.",
+app = typer.Typer(help="Model utilities outside a chain: download, inspect, merge an adapter, convert a checkpoint, "
+                  "chat.",
                   no_args_is_help=True)
 
 Device = typer.Option("auto", "--device", help="cpu, cuda, or auto (cuda when nvidia-smi lists a GPU).")
@@ -27,6 +28,15 @@ def _show(jobs, scratch, out, as_json: bool) -> None:
     typer.echo(text, nl=False)
 
 
+def _plan_or_publish(dry_run: bool, as_json: bool, out: Path, plan, publish) -> None:
+    """--dry-run shows `plan()`'s jobs; otherwise `publish()` writes `out` and its report is printed."""
+    if dry_run:
+        planned = plan()
+        _show(planned.jobs(), planned.scratch, planned.out, as_json)
+        return
+    _done(publish(), out.expanduser().resolve(), as_json)
+
+
 def _done(report: dict, out: Path, as_json: bool) -> None:
     from internlm_chain.cli.output import print_json
 
@@ -34,6 +44,51 @@ def _done(report: dict, out: Path, as_json: bool) -> None:
         print_json({"out": str(out), **report})
     else:
         typer.echo(str(out))
+
+
+@app.command("download")
+def download(
+    repo: str = typer.Argument(..., help="Hugging Face repo id, e.g. internlm/internlm2-chat-1_8b."),
+    out: Path = typer.Option(..., "--out", "-o", help="Output directory (appears only when complete; an "
+                             "interrupted download resumes on the next run)."),
+    revision: str = typer.Option("main", "--revision", help="Branch, tag or commit."),
+    include: list[str] = typer.Option(None, "--include", help="Also fetch files matching this glob, e.g. '*.gguf' "
+                                      "or 'original/' (repeatable; '*' = the whole repo)."),
+    exclude: list[str] = typer.Option(None, "--exclude", help="Skip files matching this glob (repeatable)."),
+    endpoint: str = typer.Option(None, "--endpoint", help="Hub or mirror URL (default: $HF_ENDPOINT, else "
+                                 "https://huggingface.co), e.g. https://hf-mirror.com."),
+    token_env: str = typer.Option(None, "--token-env", help="NAME of the environment variable holding the token "
+                                  "(private or gated repos); the token never goes into argv or files."),
+    python: str = Python,
+    dry_run: DryRun = False,
+    as_json: Json = False,
+    quiet: Quiet = False,
+) -> None:
+    """Download a model from the Hugging Face Hub or a mirror: weights (safetensors first), config, tokenizer."""
+    from internlm_chain.models import download as download_fn
+    from internlm_chain.models.download import dry_run_text, plan_download
+    from internlm_chain.models.inspect_model import inspect_model, render_text
+
+    if dry_run:
+        plan = plan_download(repo, out, revision, include or [], exclude or [], endpoint, token_env, python)
+        if as_json:
+            _show([plan.job()], plan.scratch, plan.out, True)
+        else:
+            typer.echo(dry_run_text(plan), nl=False)
+        return
+    report = download_fn(repo, out, revision, include or [], exclude or [], endpoint, token_env, python,
+                         quiet=quiet or as_json)
+    path = out.expanduser().resolve()
+    info = inspect_model(path)
+    if as_json:
+        from internlm_chain.cli.output import print_json
+
+        print_json({"out": str(path), **report, "inspect": info})
+    else:
+        if report.get("already"):
+            typer.echo(f"# {path} already holds {report['repo']}@{report['revision']} (commit {report['commit']})",
+                       err=True)
+        typer.echo(render_text(info), nl=False)
 
 
 @app.command("inspect")
@@ -68,12 +123,9 @@ def merge(
     from internlm_chain.models import merge as merge_fn
     from internlm_chain.models.merge import plan_merge
 
-    if dry_run:
-        plan = plan_merge(adapter, out, base, device, dtype, python)
-        _show(plan.jobs(), plan.scratch, plan.out, as_json)
-        return
-    report = merge_fn(adapter, out, base=base, device=device, dtype=dtype, python=python, quiet=quiet or as_json)
-    _done(report, out.expanduser().resolve(), as_json)
+    _plan_or_publish(dry_run, as_json, out, lambda: plan_merge(adapter, out, base, device, dtype, python),
+                     lambda: merge_fn(adapter, out, base=base, device=device, dtype=dtype, python=python,
+                                      quiet=quiet or as_json))
 
 
 @app.command("convert")
@@ -92,12 +144,9 @@ def convert(
     from internlm_chain.models import convert as convert_fn
     from internlm_chain.models.convert import plan_convert
 
-    if dry_run:
-        plan = plan_convert(checkpoint, config, out, device, fp32, python)
-        _show(plan.jobs(), plan.scratch, plan.out, as_json)
-        return
-    report = convert_fn(checkpoint, config, out, device=device, fp32=fp32, python=python, quiet=quiet or as_json)
-    _done(report, out.expanduser().resolve(), as_json)
+    _plan_or_publish(dry_run, as_json, out, lambda: plan_convert(checkpoint, config, out, device, fp32, python),
+                     lambda: convert_fn(checkpoint, config, out, device=device, fp32=fp32, python=python,
+                                        quiet=quiet or as_json))
 
 
 @app.command("chat")
@@ -125,3 +174,4 @@ def chat(
     code = chat_fn(model, adapter, message or [], system, max_new_tokens, template, device, temperature, python)
     if code:
         raise typer.Exit(1)
+

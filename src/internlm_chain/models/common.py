@@ -198,3 +198,18 @@ def publish(scratch: Path, out: Path, log: Path) -> dict:
     os.rename(scratch, out)
     log.unlink(missing_ok=True)
     return report
+
+
+class PublishedOutput:
+    """Mixin for the verbs' plans: the result is built in a scratch folder beside `out` (log next to it)
+    and renamed to `out` only once complete."""
+
+    out: Path
+
+    @property
+    def scratch(self) -> Path:
+        return scratch_for(self.out)
+
+    @property
+    def log(self) -> Path:
+        return log_for(self.out)

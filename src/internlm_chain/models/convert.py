@@ -17,7 +17,7 @@ _TEMPLATE_LINE = re.compile(r"^prompt_template\s*=\s*PROMPT_TEMPLATE\.(\w+)\s*(#
 
 
 @dataclass(frozen=True)
-class ConvertPlan:
+class ConvertPlan(common.PublishedOutput):
     checkpoint: Path
     config: Path
     out: Path
@@ -25,14 +25,6 @@ class ConvertPlan:
     fp32: bool
     python: list[str]
     template: str | None = None  # the XTuner prompt template the config trained with (SFT runs)
-
-    @property
-    def scratch(self) -> Path:
-        return common.scratch_for(self.out)
-
-    @property
-    def log(self) -> Path:
-        return common.log_for(self.out)
 
     def jobs(self, max_new_tokens: int = 8) -> list[Job]:
         py = self.python

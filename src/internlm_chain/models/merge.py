@@ -18,21 +18,13 @@ DTYPES = ("auto", "float32", "bfloat16", "float16")
 
 
 @dataclass(frozen=True)
-class MergePlan:
+class MergePlan(common.PublishedOutput):
     adapter: Path
     base: Path
     out: Path
     device: str
     dtype: str
     python: list[str]
-
-    @property
-    def scratch(self) -> Path:
-        return common.scratch_for(self.out)
-
-    @property
-    def log(self) -> Path:
-        return common.log_for(self.out)
 
     def jobs(self, max_new_tokens: int = 8) -> list[Job]:
         argv = [*self.python, str(common.WORKERS / "model_merge.py"), "--base", str(self.base),

@@ -429,6 +429,20 @@ def render_config(spec: ConfigSpec) -> str:
     )
 
 
+def deepspeed_cpu_config(name: str) -> str:
+    """XTuner's bundled ZeRO stage `name` (zero1/2/3) with fp16 and bf16 off, for `--deepspeed FILE` on CPU."""
+    import json
+
+    zero: dict = {"stage": int(name[len("zero")]), "overlap_comm": True}
+    if zero["stage"] == 3:
+        zero["stage3_gather_16bit_weights_on_model_save"] = True
+    return json.dumps({
+        "gradient_accumulation_steps": "auto", "train_micro_batch_size_per_gpu": "auto", "gradient_clipping": "auto",
+        "zero_allow_untested_optimizer": True, "zero_force_ds_cpu_optimizer": False, "zero_optimization": zero,
+        "fp16": {"enabled": False}, "bf16": {"enabled": False},
+    }, indent=2) + "\n"
+
+
 def render_check_config(spec: ConfigSpec, source: str) -> str:
     """A config holding one data source (`data` or `replay`) for `xtuner.tools.check_custom_dataset`,
     which inspects `train_dataloader.dataset.dataset` and so cannot look inside a ConcatDataset (preference

@@ -17,6 +17,7 @@ from internlm_chain.stages.base import JobResult, Stage, StageContext
 from internlm_chain.stages.finetune import preference
 from internlm_chain.stages.finetune.render import (
     ConfigSpec,
+    deepspeed_cpu_config,
     render_check_config,
     render_config,
 )
@@ -82,6 +83,9 @@ class FinetuneStage(Stage):
             else:
                 problems.append(ctx.problem(field, msg, hint))
 
+        if s.deepspeed and s.deepspeed.endswith("_offload") and ctx.device == "cpu":
+            problem("deepspeed", f"{s.deepspeed} moves optimizer state from the GPU to the CPU; this chain "
+                    "already trains on cpu", f"use deepspeed: {s.deepspeed[:-len('_offload')]} on CPU")
         if s.method == "qlora" and ctx.device == "cpu":
             problem("method", "QLoRA needs a CUDA GPU (bitsandbytes 4-bit kernels); this chain runs on cpu",
                     "use method: lora on CPU, or device: cuda on a GPU host")
@@ -103,7 +107,8 @@ class FinetuneStage(Stage):
             problem("data", "no training data", f"set stages.finetune.data, or add a data stage (its `{want}` "
                     "output is used)")
         elif src.data_checkable:
-            self._check_data(src.data, src.data_field, rows.row_kind(s.mode, s.data_format), s, problem)
+            if self._check_data(src.data, src.data_field, rows.row_kind(s.mode, s.data_format), s, problem):
+                self._check_epoch_warmup(src.data, s, problem)
         if src.replay is not None:
             self._check_data(src.replay, "replay.data", "text", s, problem)
         if s.preference_mode:
@@ -134,17 +139,18 @@ class FinetuneStage(Stage):
         return []
 
     @staticmethod
-    def _check_data(path: Path, field: str, kind: str, s: FinetuneSettings, problem) -> None:
+    def _check_data(path: Path, field: str, kind: str, s: FinetuneSettings, problem) -> bool:
+        """Whether the rows read fine (else a problem is reported)."""
         if not path.exists():
             problem(field, f"data not found: {path}")
-            return
+            return False
         files = rows.data_files(path)
         if not files:
             problem(field, f"no .jsonl or .json files in {path}")
-            return
+            return False
         if rows.count_rows(files) == 0:
             problem(field, f"{path} holds no rows")
-            return
+            return False
         bad = rows.first_problem(files, kind)
         if bad:
             what = {"text": 'continued pre-training wants {"text": ...} rows',
@@ -153,6 +159,31 @@ class FinetuneStage(Stage):
                     "openai": 'sft with data_format openai wants {"messages": [{"role", "content"}...]} rows',
                     "alpaca": 'sft with data_format alpaca wants {"instruction", "input", "output"} rows'}[kind]
             problem(field, bad, what)
+        return not bad
+
+    @staticmethod
+    def _check_epoch_warmup(data: Path, s: FinetuneSettings, problem) -> None:
+        """An epoch schedule's warm-up becomes int(warmup_ratio × epochs × iterations per epoch) iterations
+        when mmengine builds it: 0 raises (`end should be larger than begin`) and 1 never leaves LinearLR's
+        start factor (the chained cosine then decays from ~0, so nothing trains). Unpacked data gives at
+        most one sample per row, so that is certain here when even ceil(rows / batch_size) iterations are too
+        few; packed data can hold more samples than rows (long rows split), so it is checked after the fact
+        (explain_failure)."""
+        if s.max_steps is not None or not s.warmup_ratio or s.packed:
+            return
+        files = rows.data_files(data)
+        n = rows.count_rows(files)
+        if n == 0:
+            return
+        epochs = s.epochs or 1
+        most = -(-n // s.batch_size)
+        warmup = int(s.warmup_ratio * epochs * most)
+        if warmup < 2:
+            problem("warmup_ratio", f"an epoch of {n} rows in batches of {s.batch_size} is at most {most} "
+                    f"iterations, so the warm-up is int({s.warmup_ratio:g} × {epochs} × {most}) = {warmup} "
+                    "iteration(s): mmengine rejects 0, and 1 never reaches the full learning rate",
+                    "set warmup_ratio: 0, or max_steps (an iteration schedule drops a warm-up under 2 "
+                    "iterations)")
 
     # ---- plan ----------------------------------------------------------------------------------------
     def spec(self, ctx: StageContext) -> ConfigSpec:
@@ -214,8 +245,23 @@ class FinetuneStage(Stage):
                 expected_outputs=[str(out / "check" / f"{source}.json")]))
 
         train = [*py, "-m", "xtuner.tools.train", str(cfg), "--work-dir", str(work)]
-        if s.deepspeed:
+        train_files = {str(cfg): render_config(spec)}
+        # mmengine 0.10.6 resumes with a bare torch.load; torch >= 2.6 then refuses its own checkpoints
+        # (they pickle mmengine objects such as HistoryBuffer). They are ours, written by this job.
+        train_env = {**env, "TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD": "1"}
+        if s.deepspeed and gpu:
             train += ["--deepspeed", f"deepspeed_{s.deepspeed}"]  # XTuner's bundled ZeRO configs
+        elif s.deepspeed:
+            # XTuner's bundled configs say fp16 "auto", which it turns on whenever the device "is available"
+            # (the CPU is), and DeepSpeed then refuses fp16 on CPU: the same ZeRO stage, in fp32.
+            ds_cfg = out / f"deepspeed_{s.deepspeed}_cpu.json"
+            train_files[str(ds_cfg)] = deepspeed_cpu_config(s.deepspeed)
+            train += ["--deepspeed", str(ds_cfg)]
+        if s.deepspeed and launcher.kind == "local":
+            # One process, no torchrun: DeepSpeed would look for MPI (mpi4py) to learn its rank. Say it is
+            # rank 0 of 1; port 0 lets the (unused) rendezvous store bind any free port.
+            train_env.update({"RANK": "0", "LOCAL_RANK": "0", "WORLD_SIZE": "1", "LOCAL_WORLD_SIZE": "1",
+                              "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": "0"})
         extra = {}
         if launcher.kind == "torchrun":
             train += ["--launcher", "pytorch"]
@@ -223,12 +269,9 @@ class FinetuneStage(Stage):
             # one Slurm task per process; mmengine reads SLURM_PROCID/NTASKS/… itself
             train += ["--launcher", "slurm"]
             extra = {"slurm_launch": "srun"} if "slurm_launch" in Job.model_fields else {}
-        # mmengine 0.10.6 resumes with a bare torch.load; torch >= 2.6 then refuses its own checkpoints
-        # (they pickle mmengine objects such as HistoryBuffer). They are ours, written by this job.
-        train_env = {**env, "TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD": "1"}
         jobs.append(job(
             "train", train, f"XTuner {s.method} {s.mode} training (resumes from {work}/last_checkpoint)",
-            files={str(cfg): render_config(spec)}, distributed=True, env=train_env,
+            files=train_files, distributed=True, env=train_env,
             resources=Resources(nodes=launcher.nnodes, gpus_per_node=launcher.nproc_per_node if gpu else 0),
             expected_outputs=[str(work / "last_checkpoint")], **extra))
 
@@ -296,7 +339,10 @@ class FinetuneStage(Stage):
         return self._artifacts(ctx, final_dir, final_dir / "work_dir" / f"iter_{last}.pth")
 
     def explain_failure(self, ctx: StageContext, result: JobResult) -> Problem | None:
-        """A failed dataset check names the file, line and field (with XTuner's own message)."""
+        """A failed dataset check names the file, line and field (with XTuner's own message); an epoch
+        warm-up too short for the data names `warmup_ratio`."""
+        if result.job.name == "train":
+            return self._explain_train(ctx, result)
         if not result.job.name.startswith("check-"):
             return None
         source = result.job.name[len("check-"):]
@@ -309,6 +355,27 @@ class FinetuneStage(Stage):
         where = info.get("row") or ", ".join(info.get("files", []))
         return ctx.problem(field, f"bad training data: {where}",
                            f"XTuner's dataset check: {info.get('xtuner', '?')}; log: {result.log}")
+
+    @staticmethod
+    def _explain_train(ctx: StageContext, result: JobResult) -> Problem | None:
+        s: FinetuneSettings = ctx.settings
+        if s.max_steps is not None or not s.warmup_ratio:
+            return None
+        try:
+            with open(result.log, "rb") as fh:
+                fh.seek(0, 2)
+                fh.seek(max(0, fh.tell() - 20000))
+                tail = fh.read().decode("utf-8", "replace")
+        except (OSError, TypeError):
+            return None
+        # mmengine converts the epoch warm-up to int(warmup_ratio × epochs × iterations per epoch)
+        if "ValueError: end should be larger than begin, but got begin=0, end=0" not in tail:
+            return None
+        epochs = s.epochs or 1
+        return ctx.problem("warmup_ratio", f"the data make fewer than {1 / (s.warmup_ratio * epochs):.0f} "
+                           f"iterations per epoch, so a warm-up of warmup_ratio × epochs ({s.warmup_ratio:g} × "
+                           f"{epochs}) is 0 iterations, which mmengine rejects",
+                           f"set warmup_ratio: 0, or max_steps instead of epochs; log: {result.log}")
 
     def collect(self, ctx: StageContext, results: list[JobResult]) -> dict[str, Artifact]:
         out = ctx.out_dir
