@@ -35,7 +35,8 @@ def starter_env(tmp_path, monkeypatch):
     sft = tmp_path / "sft.jsonl"
     sft.write_text(json.dumps(SFT_ROW) + "\n", encoding="utf-8")
     pairs = tmp_path / "pairs.jsonl"
-    pairs.write_text(json.dumps(PAIR_ROW) + "\n", encoding="utf-8")
+    # enough pairs that an epoch has room for the starters' warm-up (unpacked pairs: one per row)
+    pairs.write_text((json.dumps(PAIR_ROW) + "\n") * 100, encoding="utf-8")
     compass = tmp_path / "compass"
     for rel in ("gsm8k/train.jsonl", "gsm8k/test.jsonl"):
         (compass / "data" / rel).parent.mkdir(parents=True, exist_ok=True)
