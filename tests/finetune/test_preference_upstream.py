@@ -164,7 +164,7 @@ def test_rendered_gpu_preference_configs_load_with_mmengine(tmp_path):
     from internlm_chain.config.loader import load_chain
 
     model = fake_7b_chat(tmp_path)
-    data = write_jsonl(tmp_path / "pairs.jsonl", pair_rows(3))
+    data = write_jsonl(tmp_path / "pairs.jsonl", pair_rows(100))  # an epoch long enough for the default warm-up
     cases = {"dpo_lora": "mode: dpo\n    method: lora", "orpo_qlora": "mode: orpo\n    method: qlora",
              "dpo_full_zero3": "mode: dpo\n    method: full\n    deepspeed: zero3\n    preference: {loss_type: ipo}",
              "reward_full": "mode: reward\n    method: full"}
