@@ -69,8 +69,7 @@ def download(
     as_json: Json = False,
     quiet: Quiet = False,
 ) -> None:
-    """Download a model from the Hugging Face Hub, a mirror or ModelScope: weights (safetensors first), config,
-    tokenizer."""
+    """Download a model from the Hugging Face Hub, a mirror or ModelScope: weights, config, tokenizer."""
     from internlm_chain.models import download as download_fn
     from internlm_chain.models.download import dry_run_text, plan_download
     from internlm_chain.models.inspect_model import inspect_model, render_text
