@@ -114,3 +114,18 @@ def test_one_error_per_cause_for_a_reference_the_producer_cannot_fill(capsys):
     lines = [line for line in r.err.splitlines() if line.startswith("error:")]
     assert [line.split(": ")[2] for line in lines] == ["stages.eval.models.1.path", "stages.deploy.model"], r.err
     assert all("yields no `model` output" in line for line in lines) and "does not exist yet" not in r.err
+
+
+def test_flag_errors_name_the_flag_the_user_typed(capsys):
+    from pathlib import Path
+
+    chain = Path(__file__).resolve().parents[2] / "configs" / "quickstart.yaml"
+    r = run_cli(capsys, "deploy", "serve", "-c", chain, "--port", "99999999", "--dry-run")
+    assert r.code == 2 and r.err.startswith("error: --port: stages.deploy.port:"), r.err
+    r = run_cli(capsys, "run", chain, "--launcher", "bogus", "--dry-run")
+    assert r.code == 2 and r.err.strip() == "error: --launcher: 'bogus' is not a launcher (local, torchrun, slurm)"
+    r = run_cli(capsys, "run", chain, "--nnodes", "0", "--dry-run")
+    assert r.code == 2 and "error: --nnodes: stages." in r.err and "--set" not in r.err, r.err
+    # a real --set still says --set
+    r = run_cli(capsys, "deploy", "serve", "-c", chain, "--set", "stages.deploy.port=0", "--dry-run")
+    assert r.code == 2 and r.err.startswith("error: --set stages.deploy.port=0: stages.deploy.port:"), r.err

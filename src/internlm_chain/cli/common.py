@@ -86,9 +86,16 @@ def require_config(config: Path | None, verb: str) -> Path:
 def launch_sets(stages: Sequence[str], launcher: str | None = None, nnodes: int | None = None,
                 nproc_per_node: int | None = None, partition: str | None = None) -> list[str]:
     """The launch flags as `--set` overrides of each stage's `launcher:` (they win over the file's)."""
-    fields = {"kind": launcher, "nnodes": nnodes, "nproc_per_node": nproc_per_node, "slurm.partition": partition}
-    return [f"stages.{stage}.launcher.{name}={value}" for stage in stages
-            for name, value in fields.items() if value is not None]
+    from internlm_chain.config.merge import FlagOverride
+    from internlm_chain.errors import ChainError, Problem
+
+    kinds = ("local", "torchrun", "slurm")
+    if launcher is not None and launcher not in kinds:  # once, not once per stage it would apply to
+        raise ChainError(Problem(f"'{launcher}' is not a launcher", path="--launcher", hint=", ".join(kinds)))
+    fields = {"kind": ("--launcher", launcher), "nnodes": ("--nnodes", nnodes),
+              "nproc_per_node": ("--nproc-per-node", nproc_per_node), "slurm.partition": ("--partition", partition)}
+    return [FlagOverride(f"stages.{stage}.launcher.{name}={value}", flag) for stage in stages
+            for name, (flag, value) in fields.items() if value is not None]
 
 
 def load_with_launch_flags(path: Path, sets: Sequence[str], stages: Sequence[str] | None = None, **flags):

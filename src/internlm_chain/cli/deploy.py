@@ -23,7 +23,12 @@ FLAG_CHAIN = "ichain-deploy"  # the chain used when only flags are given (workdi
 
 
 def _flag_sets(**fields) -> list[str]:
-    return [f"stages.deploy.{k}={v}" for k, v in fields.items() if v is not None]
+    """Each flag as an override of `stages.deploy` whose errors name the flag (`quantize.calib_data` is
+    --calib-data)."""
+    from internlm_chain.config.merge import FlagOverride
+
+    return [FlagOverride(f"stages.deploy.{k}={v}", "--" + k.rsplit(".", 1)[-1].replace("_", "-"))
+            for k, v in fields.items() if v is not None]
 
 
 def _load(config: Path | None, sets: list[str], model: str | None = None):

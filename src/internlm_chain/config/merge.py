@@ -74,9 +74,21 @@ def _parse_value(raw: str) -> Any:
     return value
 
 
+class FlagOverride(str):
+    """An override that a CLI flag stands for (`--port 1` is `stages.deploy.port=1`): problems with its
+    value name the flag the user typed, not a `--set` they never wrote."""
+
+    flag: str
+
+    def __new__(cls, text: str, flag: str) -> FlagOverride:
+        obj = super().__new__(cls, text)
+        obj.flag = flag
+        return obj
+
+
 def apply_override(doc: Located, text: str) -> None:
     parts, value = parse_override(text)
-    loc = Location("--set " + text)
+    loc = Location(text.flag if isinstance(text, FlagOverride) else "--set " + text)
     node: Any = doc.data
     path: list[str | int] = []
     for i, part in enumerate(parts):
