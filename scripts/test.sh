@@ -25,7 +25,7 @@ echo "== ruff"
 ruff check src tests scripts
 
 # runtimes the upstream tests use (ICHAIN_TEST_RUNTIMES="" = none)
-read -r -a runtimes <<< "${ICHAIN_TEST_RUNTIMES-data xtuner opencompass agent serve-cpu internevo lmdeploy}"
+read -r -a runtimes <<< "${ICHAIN_TEST_RUNTIMES-data xtuner opencompass agent serve-cpu internevo lmdeploy hub}"
 [ "${#runtimes[@]}" -eq 0 ] || ichain env sync --missing-ok "${runtimes[@]}"
 echo "== pytest"
 set +e

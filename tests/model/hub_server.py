@@ -12,6 +12,19 @@ get_hf_file_metadata / http_get, utils/_http.hf_raise_for_status):
   a token, 401 "Invalid credentials in Authorization header" for a wrong one, 404 RepoNotFound /
   RevisionNotFound / EntryNotFound.
 
+The same server also speaks the part of ModelScope's API that `modelscope.hub.snapshot_download` calls (read
+from modelscope 1.40.2 / modelscope-hub 0.5.1: _legacy_api.LegacyClient.list_repo_files / download_stream /
+get_repo_info, _download.DownloadManager._detect_region_uncached / _download_with_resume, errors.raise_for_status):
+
+- GET /api/v1/models/{owner}/{name}/repo/files?Revision=R&Recursive=True[&Root=DIR] → {Code, Success, Data: {Files:
+  [{Name, Path, Type: blob|tree, Size, Sha256, IsLFS}]}} (the client reads Data.Files)
+- GET /api/v1/models/{owner}/{name}/repo?Revision=R&FilePath=P → the bytes (small files), or 302 to /cdn/{sha256}
+  for LFS files (as ModelScope redirects to its object store); Range honoured there
+- GET /api/v1/models/{owner}/{name} → repo info (the client asks when a listing Root is missing)
+- GET /api/v1/repos/internalAccelerationInfo → no internal region (the client's Aliyun-intranet probe)
+- auth: `Authorization: Bearer TOKEN` or the `m_session_id` cookie (the client sends both); errors as JSON
+  {Code, Message, Success: false} with 404 (model or revision missing) / 401 (no or wrong token)
+
 Every request is recorded (method, path, headers) so tests can check what the client really sent; a file can
 be set to stall after N bytes (until `release` is set) to kill a download midway.
 """
@@ -73,6 +86,24 @@ class Hub:
         return [r for r in list(self.requests) if (method is None or r[0] == method) and path_part in r[1]]
 
 
+def ms_listing(repo: Repo, root: str = "", recursive: bool = True) -> list[dict]:
+    """ModelScope's file entries under `root` (every file when recursive; else its direct files and folders)."""
+    entries: dict[str, dict] = {}
+    prefix = root + "/" if root else ""
+    for name, data in sorted(repo.files.items()):
+        if not name.startswith(prefix):
+            continue
+        rel = name[len(prefix):]
+        if not recursive and "/" in rel:
+            folder = prefix + rel.split("/")[0]
+            entries[folder] = {"Name": folder.rsplit("/", 1)[-1], "Path": folder, "Type": "tree", "Size": 0}
+            continue
+        entries[name] = {"Name": name.rsplit("/", 1)[-1], "Path": name, "Type": "blob", "Size": len(data),
+                         "Sha256": hashlib.sha256(data).hexdigest(), "IsLFS": is_lfs(name, data),
+                         "Revision": repo.sha}
+    return list(entries.values())
+
+
 def _handler(hub: Hub):
     class Handler(BaseHTTPRequestHandler):
         def log_message(self, *args):  # quiet: the test output is the client's
@@ -119,6 +150,8 @@ def _handler(hub: Hub):
             self._record()
             url = urlparse(self.path)
             parts = [unquote(p) for p in url.path.split("/")[1:]]
+            if parts[:2] == ["api", "v1"]:
+                return self._modelscope(parts[2:], parse_qs(url.query))
             if parts[:2] == ["api", "models"]:
                 return self._info(parts[2:], parse_qs(url.query))
             if parts[:1] == ["cdn"] and len(parts) == 2:
@@ -156,6 +189,71 @@ def _handler(hub: Hub):
             self.end_headers()
             if self.command != "HEAD":
                 self.wfile.write(body)
+
+        def _json(self, status: int, body: dict):
+            data = json.dumps(body).encode()
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            if self.command != "HEAD":
+                self.wfile.write(data)
+
+        def _ms_error(self, status: int, message: str):
+            self._json(status, {"Code": status, "Message": message, "RequestId": "test", "Success": False})
+
+        def _ms_repo(self, repo_id: str) -> Repo | None:
+            repo = hub.repos.get(repo_id)
+            if repo is None:
+                self._ms_error(404, "Model does not exist.")
+                return None
+            if repo.token is not None:
+                cookie = self.headers.get("Cookie") or ""
+                sent = {c.strip() for c in cookie.split(";")}
+                if self.headers.get("Authorization") != f"Bearer {repo.token}" \
+                        and f"m_session_id={repo.token}" not in sent:
+                    self._ms_error(401, "Unauthorized: login required or the access token is invalid")
+                    return None
+            return repo
+
+        def _modelscope(self, rest: list[str], query: dict):
+            if rest == ["repos", "internalAccelerationInfo"]:
+                return self._json(200, {"Code": 200, "Success": True, "Data": {"InternalRegionQueryAddress": ""}})
+            if len(rest) < 3 or rest[0] != "models":
+                return self._ms_error(404, "Not found")
+            repo_id, tail = "/".join(rest[1:3]), rest[3:]
+            repo = self._ms_repo(repo_id)
+            if repo is None:
+                return
+            if not tail:
+                return self._json(200, {"Code": 200, "Success": True, "Data": {"Path": repo_id.split("/")[0],
+                                                                                "Name": repo_id.split("/")[1]}})
+            rev = query.get("Revision", ["master"])[0]
+            if rev not in ("master", repo.sha):
+                return self._ms_error(404, f"Revision {rev} does not exist")
+            if tail == ["repo", "files"]:
+                root = query.get("Root", [""])[0].strip("/")
+                recursive = query.get("Recursive", ["False"])[0] == "True"
+                return self._json(200, {"Code": 200, "Success": True, "Data": {"Files": ms_listing(repo, root,
+                                                                                                    recursive)}})
+            if tail == ["repo"]:
+                name = query.get("FilePath", [""])[0]
+                data = repo.files.get(name)
+                if data is None:
+                    return self._ms_error(404, f"File {name} does not exist")
+                if is_lfs(name, data):
+                    self.send_response(302)
+                    self.send_header("Location", f"{hub.url}/cdn/{hashlib.sha256(data).hexdigest()}")
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                if self.command != "HEAD":
+                    self.wfile.write(data)
+                return
+            self._ms_error(404, "Not found")
 
         def _resolve(self, repo_id: str, rev: str, name: str):
             repo = self._repo(repo_id)

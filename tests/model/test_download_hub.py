@@ -1,4 +1,4 @@
-"""Real `ichain model download` runs: huggingface_hub's snapshot_download in the xtuner runtime against a real
+"""Real `ichain model download` runs: huggingface_hub's snapshot_download in the hub runtime against a real
 HTTP server on 127.0.0.1 that speaks the hub's API (tests/model/hub_server.py), serving the tiny model as
 `org/tiny`. Checks the folder is byte-identical and loads, include/exclude, the token (sent, never stored or in
 argv), a download SIGKILLed midway (no OUT; the re-run resumes with a Range request), and the hub's errors."""
@@ -52,7 +52,7 @@ def _env(tmp_path: Path, **extra: str) -> dict:
 
 def _ichain(tmp_path: Path, *args: str, env: dict | None = None) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "internlm_chain", "model", "download", *args,
-                           "--python", str(runtime_python("xtuner"))],
+                           "--python", str(runtime_python("hub"))],
                           capture_output=True, text=True, timeout=120, env=env or _env(tmp_path))
 
 
@@ -146,7 +146,7 @@ def test_killed_download_leaves_no_output_and_resumes(hub, tmp_path):
     out, scratch = tmp_path / "big", tmp_path / ".big.partial"
     env = _env(tmp_path, MY_TOKEN=TOKEN)
     args = [sys.executable, "-m", "internlm_chain", "model", "download", "org/big", "-o", str(out), "--endpoint",
-            hub.url, "--token-env", "MY_TOKEN", "--python", str(runtime_python("xtuner"))]
+            hub.url, "--token-env", "MY_TOKEN", "--python", str(runtime_python("hub"))]
     proc = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             start_new_session=True)
     try:

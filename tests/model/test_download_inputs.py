@@ -110,3 +110,46 @@ def test_default_selection_is_a_model_folder():
         "model-00002-of-00002.safetensors", "model.safetensors.index.json", "special_tokens_map.json",
         "tokenizer.model", "tokenizer_config.json", "model.gguf", "original/consolidated.00.pth"])
     assert w.select(sharded, ["*"], []) == sorted(sharded)
+
+
+def test_modelscope_source_inputs_endpoint_and_dry_run(run, tmp_path, monkeypatch):
+    for var in ("MODELSCOPE_ENDPOINT", "MODELSCOPE_DOMAIN", "HF_ENDPOINT"):
+        monkeypatch.delenv(var, raising=False)
+    out = tmp_path / "m"
+    for args, flag, text in [
+        (["org/tiny", "--source", "ms"], "--source", "'ms' is not a source"),
+        (["tiny", "--source", "modelscope"], "REPO_ID", "not a ModelScope model id"),
+        (["org/tiny", "--source", "modelscope", "--endpoint", "modelscope.cn"], "--endpoint", "not an http(s) URL"),
+    ]:
+        code, _, err = run("model", "download", *args, "-o", str(out), *PY)
+        assert code == 2, (args, err)
+        _only_error(err, flag)
+        assert text in err, (args, err)
+    base = ["model", "download", "Shanghai_AI_Laboratory/internlm2-chat-1_8b", "--source", "modelscope", "-o",
+            str(out), "--dry-run", *PY]
+    code, text, err = run(*base)
+    assert code == 0, err
+    # ModelScope's client, its default endpoint and branch, and its cache root inside the scratch folder
+    assert "--revision master --endpoint https://modelscope.cn --out" in text and "--source modelscope" in text
+    assert f"MODELSCOPE_CACHE={tmp_path / '.m.partial' / '.cache' / 'modelscope'}" in text
+    monkeypatch.setenv("MODELSCOPE_DOMAIN", "www.modelscope.ai")  # the client's deprecated variable: a bare host
+    code, text, _ = run(*base)
+    assert code == 0 and "--endpoint https://www.modelscope.ai " in text, text
+    monkeypatch.setenv("MODELSCOPE_ENDPOINT", "https://ms.example/")  # wins over MODELSCOPE_DOMAIN, as in the client
+    monkeypatch.setenv("HF_ENDPOINT", "https://hf-mirror.com")  # only for --source hf
+    code, text, _ = run(*base)
+    assert code == 0 and "--endpoint https://ms.example " in text, text
+    job = json.loads(run(*base, "--json")[1])[0]
+    assert job["runtime"] == "hub" and job["env"]["TQDM_DISABLE"] == "1"
+    # a partial hf download of the same repo is another download
+    (tmp_path / ".m.partial").mkdir()
+    (tmp_path / ".m.partial" / ".ichain-download.json").write_text(
+        json.dumps({"repo": "Shanghai_AI_Laboratory/internlm2-chat-1_8b", "revision": "master"}))
+    code, _, err = run(*base)
+    assert code == 2 and "not Shanghai_AI_Laboratory/internlm2-chat-1_8b@master from modelscope" in err, err
+
+
+def test_missing_hub_runtime_names_its_sync(run, tmp_path, monkeypatch):
+    monkeypatch.setenv("ICHAIN_CACHE", str(tmp_path / "cache"))
+    code, _, err = run("model", "download", "org/tiny", "-o", str(tmp_path / "m"))
+    assert code == 2 and "the hub runtime is not synced" in err and "ichain env sync hub" in err, err

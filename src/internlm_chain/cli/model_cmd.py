@@ -48,36 +48,41 @@ def _done(report: dict, out: Path, as_json: bool) -> None:
 
 @app.command("download")
 def download(
-    repo: str = typer.Argument(..., help="Hugging Face repo id, e.g. internlm/internlm2-chat-1_8b."),
+    repo: str = typer.Argument(..., help="Repo id on the hub, e.g. internlm/internlm2-chat-1_8b "
+                               "(Shanghai_AI_Laboratory/internlm2-chat-1_8b on ModelScope)."),
     out: Path = typer.Option(..., "--out", "-o", help="Output directory (appears only when complete; an "
                              "interrupted download resumes on the next run)."),
-    revision: str = typer.Option("main", "--revision", help="Branch, tag or commit."),
+    revision: str = typer.Option(None, "--revision", help="Branch, tag or commit (default: main; master on "
+                                 "ModelScope)."),
+    source: str = typer.Option("hf", "--source", help="hf (the Hugging Face Hub or a mirror of it) or modelscope "
+                               "(modelscope.cn, with ModelScope's own client)."),
     include: list[str] = typer.Option(None, "--include", help="Also fetch files matching this glob, e.g. '*.gguf' "
                                       "or 'original/' (repeatable; '*' = the whole repo)."),
     exclude: list[str] = typer.Option(None, "--exclude", help="Skip files matching this glob (repeatable)."),
     endpoint: str = typer.Option(None, "--endpoint", help="Hub or mirror URL (default: $HF_ENDPOINT, else "
-                                 "https://huggingface.co), e.g. https://hf-mirror.com."),
+                                 "https://huggingface.co), e.g. https://hf-mirror.com; with --source modelscope: "
+                                 "$MODELSCOPE_ENDPOINT, else https://modelscope.cn."),
     token_env: str = typer.Option(None, "--token-env", help="NAME of the environment variable holding the token "
                                   "(private or gated repos); the token never goes into argv or files."),
-    python: str = Python,
+    python: str = typer.Option(None, "--python", help="Interpreter of the hub runtime (default: the synced one)."),
     dry_run: DryRun = False,
     as_json: Json = False,
     quiet: Quiet = False,
 ) -> None:
-    """Download a model from the Hugging Face Hub or a mirror: weights (safetensors first), config, tokenizer."""
+    """Download a model from the Hugging Face Hub, a mirror or ModelScope: weights, config, tokenizer."""
     from internlm_chain.models import download as download_fn
     from internlm_chain.models.download import dry_run_text, plan_download
     from internlm_chain.models.inspect_model import inspect_model, render_text
 
     if dry_run:
-        plan = plan_download(repo, out, revision, include or [], exclude or [], endpoint, token_env, python)
+        plan = plan_download(repo, out, revision, include or [], exclude or [], endpoint, token_env, python, source)
         if as_json:
             _show([plan.job()], plan.scratch, plan.out, True)
         else:
             typer.echo(dry_run_text(plan), nl=False)
         return
     report = download_fn(repo, out, revision, include or [], exclude or [], endpoint, token_env, python,
-                         quiet=quiet or as_json)
+                         quiet=quiet or as_json, source=source)
     path = out.expanduser().resolve()
     info = inspect_model(path)
     if as_json:

