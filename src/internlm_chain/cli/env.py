@@ -14,7 +14,7 @@ from internlm_chain.cli.common import ConfigFile, Json, Sets
 app = typer.Typer(help="Create and inspect the per-stage locked runtimes.", no_args_is_help=True)
 
 RuntimesArg = typer.Argument(None, help="Runtime names (data, xtuner, opencompass, lmdeploy, internevo, agent, "
-                             "serve-cpu). Default: those the chain file needs, else all with a lock.")
+                             "serve-cpu, hub). Default: those the chain file needs, else all with a lock.")
 VariantOpt = typer.Option(None, "--variant", help="Lock variant: cpu or cuda. Default: the chain's device, "
                           "else cuda when nvidia-smi sees a GPU.")
 
