@@ -139,21 +139,24 @@ def _worker_pids(scratch: Path) -> list[int]:
     return pids
 
 
-def test_killed_download_leaves_no_output_and_resumes(hub, tmp_path):
+def kill_then_resume(hub, tmp_path: Path, ichain, env: dict, token: str, token_var: str, *source: str,
+                     min_partial: int = 1) -> None:
+    """Kill `ichain model download` (and its worker) mid-file: no output, a partial in the scratch folder,
+    the token in no argv; the re-run (`ichain`: the caller's runner, which adds `source` itself) asks only
+    for the rest (one Range request) and completes."""
     blob = hashlib.sha256(hub.repos["org/big"].files["model.safetensors"]).hexdigest()
     hub.stall[blob], hub.sent[blob] = STALL, 0
     hub.release.clear()
     out, scratch = tmp_path / "big", tmp_path / ".big.partial"
-    env = _env(tmp_path, MY_TOKEN=TOKEN)
-    args = [sys.executable, "-m", "internlm_chain", "model", "download", "org/big", "-o", str(out), "--endpoint",
-            hub.url, "--token-env", "MY_TOKEN", "--python", str(runtime_python("hub"))]
+    env = {**env, token_var: token}
+    args = [sys.executable, "-m", "internlm_chain", "model", "download", *source, "org/big", "-o", str(out),
+            "--endpoint", hub.url, "--token-env", token_var, "--python", str(runtime_python("hub"))]
     proc = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             start_new_session=True)
     try:
-        deadline = time.monotonic() + 60
-        partial: list[Path] = []
+        deadline, partial = time.monotonic() + 60, []
         while time.monotonic() < deadline:
-            partial = [p for p in scratch.rglob("*.incomplete") if p.stat().st_size > 0]
+            partial = [p for p in scratch.rglob("*.incomplete") if p.stat().st_size >= min_partial]
             if partial:
                 break
             time.sleep(0.1)
@@ -161,7 +164,7 @@ def test_killed_download_leaves_no_output_and_resumes(hub, tmp_path):
         workers = _worker_pids(scratch)
         assert workers
         for pid in workers:  # the token travels in the environment, never in argv
-            assert TOKEN.encode() not in Path(f"/proc/{pid}/cmdline").read_bytes()
+            assert token.encode() not in Path(f"/proc/{pid}/cmdline").read_bytes()
         os.killpg(proc.pid, signal.SIGKILL)  # ichain and its process group; the worker has its own session
         proc.wait(10)
         deadline = time.monotonic() + 10
@@ -178,13 +181,17 @@ def test_killed_download_leaves_no_output_and_resumes(hub, tmp_path):
     hub.requests.clear()
     hub.stall.clear()
     hub.sent[blob] = 0
-    res = _ichain(tmp_path, "org/big", "-o", str(out), "--endpoint", hub.url, "--token-env", "MY_TOKEN", env=env)
+    res = ichain(tmp_path, "org/big", "-o", str(out), "--endpoint", hub.url, "--token-env", token_var, env=env)
     assert res.returncode == 0, res.stderr[-3000:]
     ranges = [h.get("range") for m, p, h in hub.requests if m == "GET" and p == f"/cdn/{blob}"]
     assert ranges == [f"bytes={have}-"]
     assert hub.sent[blob] == len(hub.repos["org/big"].files["model.safetensors"]) - have  # only the rest
     assert (out / "model.safetensors").read_bytes() == hub.repos["org/big"].files["model.safetensors"]
-    assert not scratch.exists() and TOKEN.encode() not in b"".join(_files(out).values())
+    assert not scratch.exists() and token.encode() not in b"".join(_files(out).values())
+
+
+def test_killed_download_leaves_no_output_and_resumes(hub, tmp_path):
+    kill_then_resume(hub, tmp_path, _ichain, _env(tmp_path), TOKEN, "MY_TOKEN")
 
 
 def test_hub_errors_name_the_repo_url_and_what_to_do(hub, tmp_path):

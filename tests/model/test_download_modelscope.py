@@ -9,18 +9,16 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import signal
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 from tests.conftest import runtime_python
 
 from model.hub_server import Hub, HubServer, Repo
-from model.test_download_hub import EXTRAS, STALL, _big_safetensors, _files, _worker_pids
+from model.test_download_hub import EXTRAS, STALL, _big_safetensors, _files, kill_then_resume
 
 pytestmark = pytest.mark.upstream
 
@@ -104,50 +102,8 @@ def test_private_model_needs_the_token_and_never_stores_it(hub, tmp_path):
 
 
 def test_killed_download_leaves_no_output_and_resumes(hub, tmp_path):
-    blob = hashlib.sha256(hub.repos["org/big"].files["model.safetensors"]).hexdigest()
-    hub.stall[blob], hub.sent[blob] = STALL, 0
-    hub.release.clear()
-    out, scratch = tmp_path / "big", tmp_path / ".big.partial"
-    env = _env(tmp_path, MS_TOKEN=TOKEN)
-    args = [sys.executable, "-m", "internlm_chain", "model", "download", "--source", "modelscope", "org/big", "-o",
-            str(out), "--endpoint", hub.url, "--token-env", "MS_TOKEN", "--python", str(runtime_python("hub"))]
-    proc = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            start_new_session=True)
-    try:
-        deadline, partial = time.monotonic() + 60, []
-        while time.monotonic() < deadline:
-            partial = [p for p in scratch.rglob("*.incomplete") if p.stat().st_size >= STALL // 2]
-            if partial:
-                break
-            time.sleep(0.1)
-        assert partial, "the download never wrote a partial file"
-        workers = _worker_pids(scratch)
-        assert workers
-        for pid in workers:  # the token travels in the environment, never in argv
-            assert TOKEN.encode() not in Path(f"/proc/{pid}/cmdline").read_bytes()
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(10)
-        deadline = time.monotonic() + 10
-        while _worker_pids(scratch) and time.monotonic() < deadline:  # the worker dies with its parent
-            time.sleep(0.1)
-        assert not _worker_pids(scratch)
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-        hub.release.set()
-    assert not out.exists() and scratch.is_dir()
-    have = sum(p.stat().st_size for p in scratch.rglob("*.incomplete"))
-    assert 0 < have <= STALL
-    hub.requests.clear()
-    hub.stall.clear()
-    hub.sent[blob] = 0
-    res = _ichain(tmp_path, "org/big", "-o", str(out), "--endpoint", hub.url, "--token-env", "MS_TOKEN", env=env)
-    assert res.returncode == 0, res.stderr[-3000:]
-    ranges = [h.get("range") for m, p, h in hub.requests if m == "GET" and p == f"/cdn/{blob}"]
-    assert ranges == [f"bytes={have}-"]
-    assert hub.sent[blob] == len(hub.repos["org/big"].files["model.safetensors"]) - have  # only the rest
-    assert (out / "model.safetensors").read_bytes() == hub.repos["org/big"].files["model.safetensors"]
-    assert not scratch.exists() and TOKEN.encode() not in b"".join(_files(out).values())
+    kill_then_resume(hub, tmp_path, _ichain, _env(tmp_path), TOKEN, "MS_TOKEN", "--source", "modelscope",
+                     min_partial=STALL // 2)
 
 
 def test_errors_name_the_model_url_and_what_to_do(hub, tmp_path):
