@@ -11,8 +11,6 @@ import json
 import os
 import signal
 import time
-import urllib.error
-import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -40,6 +38,9 @@ def read_state(path: Path) -> dict | None:
 
 
 def http_status(url: str, key: str | None = None, timeout: float = 3.0) -> int:
+    import urllib.error  # here, not at the top: urllib.request costs ~10 ms of every `ichain` start
+    import urllib.request
+
     req = urllib.request.Request(url, headers={"Authorization": f"Bearer {key}"} if key else {})
     try:
         with urllib.request.urlopen(req, timeout=timeout) as resp:
