@@ -14,6 +14,7 @@ import struct
 import subprocess
 import sys
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -35,13 +36,21 @@ def _big_safetensors() -> bytes:
     return struct.pack("<Q", len(header)) + header + os.urandom(BIG)  # random: a misplaced resume would show
 
 
-@pytest.fixture(scope="module")
-def hub(tiny_model):
+@contextmanager
+def serving(tiny_model: Path, token: str):
+    """The test repos on a local server: org/tiny (the tiny model + files the default choice skips),
+    org/private (the same, behind `token`), org/big (a 24 MB weight file, behind `token`)."""
     tiny = Repo.from_folder(tiny_model, EXTRAS)
     big = Repo({"config.json": (tiny_model / "config.json").read_bytes(), "model.safetensors": _big_safetensors()},
-               token=TOKEN)
-    h = Hub({"org/tiny": tiny, "org/private": Repo(dict(tiny.files), token=TOKEN), "org/big": big})
+               token=token)
+    h = Hub({"org/tiny": tiny, "org/private": Repo(dict(tiny.files), token=token), "org/big": big})
     with HubServer(h):
+        yield h
+
+
+@pytest.fixture(scope="module")
+def hub(tiny_model):
+    with serving(tiny_model, TOKEN) as h:
         yield h
 
 

@@ -17,8 +17,7 @@ from pathlib import Path
 import pytest
 from tests.conftest import runtime_python
 
-from model.hub_server import Hub, HubServer, Repo
-from model.test_download_hub import EXTRAS, STALL, _big_safetensors, _files, kill_then_resume
+from model.test_download_hub import EXTRAS, STALL, _files, kill_then_resume, serving
 
 pytestmark = pytest.mark.upstream
 
@@ -27,11 +26,7 @@ TOKEN = "ms-testTOKEN-0123456789abcdef"
 
 @pytest.fixture(scope="module")
 def hub(tiny_model):
-    tiny = Repo.from_folder(tiny_model, EXTRAS)
-    big = Repo({"config.json": (tiny_model / "config.json").read_bytes(), "model.safetensors": _big_safetensors()},
-               token=TOKEN)
-    h = Hub({"org/tiny": tiny, "org/private": Repo(dict(tiny.files), token=TOKEN), "org/big": big})
-    with HubServer(h):
+    with serving(tiny_model, TOKEN) as h:
         yield h
 
 

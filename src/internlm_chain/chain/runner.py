@@ -14,7 +14,7 @@ import signal
 import threading
 import time
 from collections.abc import Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -180,49 +180,52 @@ class ChainRunner:
         launcher = self._launcher(stage)
         return [launcher.render(job) for job in (planned if planned is not None else self._planned(stage, ctx))]
 
-    # ---- dry-run ---------------------------------------------------------------------------------
-    def dry_run(self, stages: list[str]) -> list[StageOutcome]:
-        outcomes = []
+    # ---- dry-run and preflight: the run as it would go, nothing started --------------------------
+    def _walk(self, stages: list[str], problems: list[Problem] | None = None):
+        """Yield (stage, ctx, fingerprint, will_run) in order; a stage that will run lends its predicted
+        outputs to the ones after it. With `problems`, a stage whose checks fail is recorded there and
+        counted as running (its dependants' own faults still show); without, the failure raises."""
         coming: set[str] = set()
         for stage in stages:
-            ctx, fp, current = self._prepare(stage, coming)
-            if current and not coming.intersection(self.planner.dependencies(stage)):
+            try:
+                ctx, fp, current = self._prepare(stage, coming)
+            except ChainError as exc:
+                if problems is None:
+                    raise
+                problems += exc.problems
+                coming.add(stage)
+                with suppress(ChainError):
+                    self.planner.artifacts.update(self.planner.predicted_outputs(self.planner.context(stage)))
+                continue
+            will_run = not current or bool(coming.intersection(self.planner.dependencies(stage)))
+            yield stage, ctx, fp, will_run
+            if will_run:
+                coming.add(stage)
+                self.planner.artifacts.update(self.planner.predicted_outputs(ctx))
+
+    def dry_run(self, stages: list[str]) -> list[StageOutcome]:
+        outcomes = []
+        for stage, ctx, fp, will_run in self._walk(stages):
+            if not will_run:
                 outcomes.append(StageOutcome(stage, "up to date", fp))
                 continue
-            jobs = self._jobs(stage, ctx)
             status = "would run" if self.planner.impl(stage).available else "not available yet"
-            outcomes.append(StageOutcome(stage, status, fp, jobs=jobs))
-            coming.add(stage)
-            self.planner.artifacts.update(self.planner.predicted_outputs(ctx))
+            outcomes.append(StageOutcome(stage, status, fp, jobs=self._jobs(stage, ctx)))
         return outcomes
 
     def preflight(self, stages: list[str]) -> list[Problem]:
         """Every problem of every stage the run would start — settings, inputs as they will be, runtimes —
         collected before the first job starts, so a mistake in the last stage costs seconds, not the
-        hours of the stages before it. Like the dry-run, later stages see earlier ones' predicted outputs."""
+        hours of the stages before it."""
         from internlm_chain.chain.validate import drop_echoes
 
         problems: list[Problem] = []
-        coming: set[str] = set()
-        for stage in stages:
-            try:
-                ctx, _, current = self._prepare(stage, coming)
-            except ChainError as exc:
-                problems += exc.problems
-                coming.add(stage)  # its dependants are judged as if it will run; their own faults still show
+        for stage, ctx, _, will_run in self._walk(stages, problems):
+            if will_run:
                 try:
-                    self.planner.artifacts.update(self.planner.predicted_outputs(self.planner.context(stage)))
-                except ChainError:
-                    pass
-                continue
-            if current and not coming.intersection(self.planner.dependencies(stage)):
-                continue
-            try:
-                self._check_runnable(stage, self._planned(stage, ctx))
-            except ChainError as exc:
-                problems += exc.problems
-            coming.add(stage)
-            self.planner.artifacts.update(self.planner.predicted_outputs(ctx))
+                    self._check_runnable(stage, self._planned(stage, ctx))
+                except ChainError as exc:
+                    problems += exc.problems
         return drop_echoes(problems)
 
     # ---- real run --------------------------------------------------------------------------------

@@ -31,7 +31,6 @@ NprocPerNode = Annotated[int, typer.Option("--nproc-per-node", help="Processes (
 Partition = Annotated[str, typer.Option("--partition", help="Slurm partition.")]
 
 
-
 def option_group(into: str, group: Callable) -> Callable:
     """Decorate a verb: `group`'s parameters replace the verb's parameter `into` (same place in --help),
     and the verb is called with `into=group(**their values)`."""
@@ -86,10 +85,13 @@ def require_config(config: Path | None, verb: str) -> Path:
 def launch_sets(stages: Sequence[str], launcher: str | None = None, nnodes: int | None = None,
                 nproc_per_node: int | None = None, partition: str | None = None) -> list[str]:
     """The launch flags as `--set` overrides of each stage's `launcher:` (they win over the file's)."""
+    from typing import get_args
+
+    from internlm_chain.config.base import LauncherSettings
     from internlm_chain.config.merge import FlagOverride
     from internlm_chain.errors import ChainError, Problem
 
-    kinds = ("local", "torchrun", "slurm")
+    kinds = get_args(LauncherSettings.model_fields["kind"].annotation)
     if launcher is not None and launcher not in kinds:  # once, not once per stage it would apply to
         raise ChainError(Problem(f"'{launcher}' is not a launcher", path="--launcher", hint=", ".join(kinds)))
     fields = {"kind": ("--launcher", launcher), "nnodes": ("--nnodes", nnodes),

@@ -26,22 +26,22 @@ def fail(flag: str, message: str, hint: str | None = None) -> ChainError:
     return ChainError(problem(flag, message, hint))
 
 
-def python_argv(python: str | None) -> list[str]:
-    """The xtuner runtime's interpreter: `--python` when given, else the synced one under the cache."""
+def python_argv(python: str | None, runtime: str = RUNTIME) -> list[str]:
+    """The runtime's interpreter: `--python` when given, else the synced one under the cache."""
     if python:
         return [str(Path(python).expanduser())]
     from internlm_chain.runtimes.resolve import env_dir
 
-    return [str(env_dir(RUNTIME) / "bin" / "python")]
+    return [str(env_dir(runtime) / "bin" / "python")]
 
 
-def check_runtime(argv: Sequence[str], explicit: bool) -> None:
+def check_runtime(argv: Sequence[str], explicit: bool, runtime: str = RUNTIME) -> None:
     if Path(argv[0]).exists():
         return
     if explicit:
         raise fail("--python", f"interpreter not found: {argv[0]}")
-    raise fail("--python", f"the {RUNTIME} runtime is not synced ({argv[0]} missing)",
-               f"run `ichain env sync {RUNTIME}`, or pass --python PATH")
+    raise fail("--python", f"the {runtime} runtime is not synced ({argv[0]} missing)",
+               f"run `ichain env sync {runtime}`, or pass --python PATH")
 
 
 def resolve_device(device: str) -> str:

@@ -166,24 +166,6 @@ def check_scratch(scratch: Path, repo: str, revision: str, source: str = "hf") -
     return True
 
 
-def python_argv(python: str | None) -> list[str]:
-    """The hub runtime's interpreter: `--python` when given, else the synced one under the cache."""
-    if python:
-        return [str(Path(python).expanduser())]
-    from internlm_chain.runtimes.resolve import env_dir
-
-    return [str(env_dir(RUNTIME) / "bin" / "python")]
-
-
-def check_runtime(argv: list[str], explicit: bool) -> None:
-    if Path(argv[0]).exists():
-        return
-    if explicit:
-        raise common.fail("--python", f"interpreter not found: {argv[0]}")
-    raise common.fail("--python", f"the {RUNTIME} runtime is not synced ({argv[0]} missing)",
-                      f"run `ichain env sync {RUNTIME}` (about 130 MB), or pass --python PATH")
-
-
 def plan_download(repo: str, out: Path, revision: str | None = None, include: list[str] | tuple[str, ...] = (),
                   exclude: list[str] | tuple[str, ...] = (), endpoint: str | None = None,
                   token_env: str | None = None, python: str | None = None, source: str = "hf") -> DownloadPlan:
@@ -207,8 +189,8 @@ def plan_download(repo: str, out: Path, revision: str | None = None, include: li
     if out_path.parent.exists() and not out_path.parent.is_dir():
         raise common.fail("--out", f"{out_path.parent} is not a directory")
     resume = check_scratch(common.scratch_for(out_path), repo, revision, source) if not out_path.exists() else False
-    return DownloadPlan(repo, revision, url, out_path, python_argv(python), tuple(include), tuple(exclude),
-                        token_env, resume, source)
+    return DownloadPlan(repo, revision, url, out_path, common.python_argv(python, RUNTIME), tuple(include),
+                        tuple(exclude), token_env, resume, source)
 
 
 def dry_run_text(plan: DownloadPlan) -> str:
@@ -235,7 +217,7 @@ def download(repo: str, out: Path, revision: str | None = None, include: list[st
     done = existing_download(plan.out, plan.repo, plan.revision, plan.source) if plan.out.exists() else None
     if done is not None:
         return {**done, "already": True}
-    check_runtime(plan.python, python is not None)
+    common.check_runtime(plan.python, python is not None, RUNTIME)
     try:
         common.run_jobs([plan.job()], plan.log, quiet=quiet)
     except StageFailed as exc:

@@ -102,6 +102,13 @@ def sha256(path: Path) -> str:
     return h.hexdigest()
 
 
+def what_was_kept(a) -> str:
+    """The last line of a failed download's message: whether a re-run will resume."""
+    if has_data(Path(a.out)):
+        return f"the partial download is kept: re-run the same command to resume ({a.out})"
+    return "nothing was downloaded"
+
+
 class Failed(Exception):
     def __init__(self, message: str, hint: str = "", url: str | None = None):
         super().__init__(message)
@@ -122,8 +129,7 @@ def explain(exc: BaseException, a: argparse.Namespace, token: str | None) -> Fai
     response = getattr(exc, "response", None)
     status = getattr(response, "status_code", None)
     url = getattr(response, "url", None) or f"{a.endpoint}/{a.repo}"
-    resume = (f"the partial download is kept: re-run the same command to resume ({a.out})" if has_data(Path(a.out))
-              else "nothing was downloaded")
+    resume = what_was_kept(a)
     token_hint = (f"the token in ${a.token_env} cannot read it: check that account's access" if token else
                   "if it is private or gated, put a token that can read it in an environment variable and pass "
                   "--token-env VAR")
@@ -318,8 +324,7 @@ def explain_ms(exc: BaseException, a: argparse.Namespace, token: str | None) -> 
             exc = first
     status = getattr(exc, "status_code", None)
     url = getattr(exc, "url", None) or f"{a.endpoint}/models/{a.repo}"
-    resume = (f"the partial download is kept: re-run the same command to resume ({a.out})" if has_data(Path(a.out))
-              else "nothing was downloaded")
+    resume = what_was_kept(a)
     token_hint = (f"the token in ${a.token_env} cannot read it: check that account's access" if token else
                   "if it is private, put a ModelScope access token (modelscope.cn > account settings > access "
                   "tokens) in an environment variable and pass --token-env VAR")
